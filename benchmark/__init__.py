@@ -1,0 +1,1 @@
+"""Tensor-trace-norm deep multi-task learning benchmark."""

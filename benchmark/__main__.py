@@ -1,0 +1,5 @@
+"""``python -m benchmark`` is the same as the ``mtlbench`` console script."""
+
+from .cli import main
+
+raise SystemExit(main())
