@@ -3,14 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from .norms import regulariser_names
+from .config import DATA_DIR_VARIABLE, TrainConfig, default_data_dir, parse_assignments
 
 
 def _list(args: argparse.Namespace) -> int:
+    from .data import dataset_names, dataset_source
+    from .methods import method_names
+    from .norms import regulariser_names
+
+    data_dir = args.data_dir or default_data_dir()
+    print("methods:      " + ", ".join(method_names()))
     print("regularisers: " + ", ".join(regulariser_names()))
+    print(f"datasets (data directory {data_dir}):")
+    for name in dataset_names():
+        present = "present" if dataset_source(name).present(data_dir) else "missing"
+        print(f"  {name:<16} {present}")
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .data import DataUnavailableError
+    from .train import train
+
+    defaults = TrainConfig()
+    values = {
+        key: getattr(args, key)
+        for key in ("dataset", "method", "lam", "hidden", "lr", "seed", "train_ratio", "val_ratio", "max_epochs", "layers")
+        if getattr(args, key) is not None
+    }
+    values["method_params"] = parse_assignments(args.param)
+    values["dataset_params"] = parse_assignments(args.data_param)
+    try:
+        config = TrainConfig.from_dict({**defaults.to_dict(), **values})
+        result = train(config, args.data_dir or default_data_dir(), args.out, progress=not args.no_progress)
+    except (ValueError, DataUnavailableError) as error:
+        print(f"mtlbench train: {error}", file=sys.stderr)
+        return 2
+    _print_summary(result.record)
+    if result.path:
+        print(f"record: {result.path}")
+    return 0
+
+
+def _print_summary(record: dict) -> None:
+    print(f"\n{record['dataset']} / {record['method']}  seed {record['seed']}  "
+          f"selection: {record['selection']} (epoch {record['selected_epoch']})")
+    print(f"  {'task':<24}{'val acc':>10}{'test acc':>10}{'test err':>10}")
+    for task, m in record["tasks"].items():
+        val = "-" if m["val_acc"] is None else f"{m['val_acc']:.4f}"
+        print(f"  {task:<24}{val:>10}{m['test_acc']:>10.4f}{m['test_err']:>10.4f}")
+    val_mean = "-" if record["val_acc_mean"] is None else f"{record['val_acc_mean']:.4f}"
+    print(f"  {'mean':<24}{val_mean:>10}{record['test_acc_mean']:>10.4f}{record['test_err_mean']:>10.4f}")
+    print(f"  wall time {record['wall_time_s']:.1f} s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,8 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mtlbench", description="Tensor-trace-norm deep multi-task learning benchmark."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    listing = commands.add_parser("list", help="list what the suite provides")
+    data_help = f"where datasets live (default ${DATA_DIR_VARIABLE} or datasets/)"
+
+    listing = commands.add_parser("list", help="methods, regularisers and datasets (and which are present)")
+    listing.add_argument("--data-dir", type=Path, help=data_help)
     listing.set_defaults(handler=_list)
+
+    train = commands.add_parser("train", help="train one method on one dataset and write its record")
+    train.add_argument("--dataset", help="dataset name (default synthetic)")
+    train.add_argument("--method", help="method name (default tucker)")
+    train.add_argument("--lam", type=float, help="trade-off lambda of the coupling term")
+    train.add_argument("--hidden", type=int, help="hidden units")
+    train.add_argument("--lr", type=float, help="Adam learning rate")
+    train.add_argument("--seed", type=int, help="seed of the split and the initialisation")
+    train.add_argument("--train-ratio", type=float, help="train part per task and class (rest: test)")
+    train.add_argument("--val-ratio", type=float, help="validation part of train (0: fixed budget)")
+    train.add_argument("--max-epochs", type=int, help="epochs")
+    train.add_argument("--layers", choices=["all", "head"], help="regularise hidden and heads, or heads only")
+    train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="method parameter, e.g. axis=1 (laf_i), d=3 (tr), eps=0.1 (laf_tf)")
+    train.add_argument("--data-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="dataset parameter, e.g. alphabets=5 (omniglot)")
+    train.add_argument("--data-dir", type=Path, help=data_help)
+    train.add_argument("--out", type=Path, default=Path("results/runs"), help="where records go")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
     return parser
 
 

@@ -81,7 +81,7 @@ def reference(name: str, w: np.ndarray) -> float:
 
 
 def build(name: str, ndim: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    params = {"laf_i": {"axis": 1}, "gttn_var": {"ndim": ndim}, "tr": {"span": min(2, ndim - 1)}}
+    params = {"laf_i": {"axis": 1}, "gttn_var": {"ndim": ndim}, "tr": {"d": min(2, ndim - 1)}}
     return regulariser(name, **params.get(name, {}))
 
 
@@ -121,9 +121,9 @@ def test_float32_value_is_close_to_the_float64_reference(name: str) -> None:
 
 def test_tr_with_span_two_equals_tucker_for_three_way_tensors_only() -> None:
     three_way = torch.randn(4, 5, 3, dtype=torch.float64)
-    torch.testing.assert_close(regulariser("tr", span=2)(three_way), regulariser("tucker")(three_way))
+    torch.testing.assert_close(regulariser("tr", d=2)(three_way), regulariser("tucker")(three_way))
     four_way = torch.randn(3, 4, 2, 3, dtype=torch.float64)
-    assert not torch.isclose(regulariser("tr", span=2)(four_way), regulariser("tucker")(four_way))
+    assert not torch.isclose(regulariser("tr", d=2)(four_way), regulariser("tucker")(four_way))
 
 
 def test_gttn_a_differs_from_tucker_on_five_way_tensors() -> None:
@@ -139,7 +139,7 @@ def test_gttn_a_differs_from_tucker_on_five_way_tensors() -> None:
 def test_on_a_matrix_every_normalised_regulariser_is_the_matrix_trace_norm(name: str) -> None:
     """For p = 2 every flattening has the same singular values: a sum instead of a mean shows here."""
     w = torch.randn(6, 3, dtype=torch.float64)
-    params = {"laf_i": {"axis": 0}, "gttn_var": {"ndim": 2}, "tr": {"span": 1}}
+    params = {"laf_i": {"axis": 0}, "gttn_var": {"ndim": 2}, "tr": {"d": 1}}
     value = regulariser(name, **params.get(name, {}))(w)
     torch.testing.assert_close(value, torch.linalg.svdvals(w).sum())
 
@@ -260,6 +260,13 @@ def test_gttn_var_weights_follow_the_subset_order() -> None:
     alpha = torch.softmax(torch.tensor([0.0, 3.0, -2.0], dtype=torch.float64), 0).numpy()
     expected = sum(a * by_part[frozenset(s)] for a, s in zip(alpha, gttn_subsets(w.shape), strict=True))
     assert reg(torch.from_numpy(w)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_parameters_name_the_accepted_ones() -> None:
+    with pytest.raises(ValueError, match=r"tr takes parameter\(s\) \['d'\], not \['span'\]"):
+        regulariser("tr", span=3)
+    with pytest.raises(ValueError, match="tucker takes parameter.*none"):
+        regulariser("tucker", d=2)
 
 
 def test_gttn_var_needs_and_checks_the_tensor_order() -> None:

@@ -15,6 +15,7 @@ Zhang, Zhang & Wang, KDD 2021 (arXiv 2002.04799) for TR, GTTN and its weightings
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -53,15 +54,27 @@ def regulariser_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def regulariser(name: str, **params: Any) -> Regulariser:
-    """Build the regulariser registered as ``name`` with its parameters.
+def regulariser(name: str, ndim: int | None = None, **params: Any) -> Regulariser:
+    """Build the regulariser registered as ``name`` with its parameters, e.g. ``regulariser("tr", d=2)``.
 
-    >>> regulariser("tr", span=2)(torch.ones(3, 4, 2)) # doctest: +SKIP
+    ``ndim``, the order of the tensors it will see, is passed on only to regularisers that own
+    state sized by it (``gttn_var``); the others are pure functions of any tensor.
     """
     try:
         cls = _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown regulariser {name!r}; valid: {', '.join(regulariser_names())}") from None
+    accepted = [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+    ]
+    if "ndim" in accepted:
+        params["ndim"] = ndim
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        valid = [p for p in accepted if p != "ndim"]
+        raise ValueError(f"{name} takes parameter(s) {valid or 'none'}, not {unknown}")
     return cls(**params)
 
 
@@ -77,6 +90,10 @@ class Regulariser(nn.Module):
 
     def flattenings(self, shape: tuple[int, ...]) -> tuple[Flattening, ...]:
         raise NotImplementedError
+
+    def flattening_weights(self) -> torch.Tensor | None:
+        """Learned weights of the flattenings, where the regulariser learns them (for logging)."""
+        return None
 
     def forward(self, weights: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -108,7 +125,7 @@ class LastAxisFlattening(_AveragedTraceNorm):
 class ModeFlattening(_AveragedTraceNorm):
     """LAF-i: ||W_(i)||_* for one chosen axis (0-based; negative counts from the task axis)."""
 
-    def __init__(self, axis: int) -> None:
+    def __init__(self, axis: int = 0) -> None:
         super().__init__()
         self.axis = axis
 
@@ -141,15 +158,15 @@ class TensorRingTraceNorm(_AveragedTraceNorm):
     Tucker there; they differ from p = 4 on.
     """
 
-    def __init__(self, span: int = 2) -> None:
+    def __init__(self, d: int = 2) -> None:
         super().__init__()
-        self.span = span
+        self.d = d
 
     def flattenings(self, shape: tuple[int, ...]) -> tuple[Flattening, ...]:
-        return tr_flattenings(len(shape), self.span)
+        return tr_flattenings(len(shape), self.d)
 
     def extra_repr(self) -> str:
-        return f"span={self.span}"
+        return f"d={self.d}"
 
 
 @register("prod")
@@ -215,6 +232,9 @@ class GeneralizedTraceNormLearned(Regulariser):
 
     def flattenings(self, shape: tuple[int, ...]) -> tuple[Flattening, ...]:
         return gttn_flattenings(tuple(shape))
+
+    def flattening_weights(self) -> torch.Tensor:
+        return self.alpha().detach()
 
     def alpha(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The current flattening weights softmax(beta), in :func:`gttn_subsets` order."""

@@ -1,0 +1,74 @@
+"""Run configuration: one frozen dataclass, strict about unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_DIR_VARIABLE = "BENCHMARK_DATA_DIR"
+
+
+def default_data_dir() -> Path:
+    """``$BENCHMARK_DATA_DIR`` if set, else ``datasets/`` in the working directory."""
+    return Path(os.environ.get(DATA_DIR_VARIABLE, "datasets"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides one training run (SPEC.md section 4 gives the defaults)."""
+
+    dataset: str = "synthetic"
+    method: str = "tucker"
+    lam: float = 1e-2  # trade-off lambda of the coupling term
+    hidden: int = 128
+    lr: float = 1e-3
+    seed: int = 0  # seeds the split and the initialisation
+    train_ratio: float = 0.5  # per task and class; the rest is test
+    val_ratio: float = 0.2  # part of train kept for model selection; 0 = fixed budget, last epoch
+    max_epochs: int = 30
+    samples_per_class: int = 2  # batch per task = samples_per_class x classes of the widest task
+    class_balanced: bool = True
+    layers: str = "all"  # "all": hidden and heads task-specific; "head": hidden shared
+    method_params: Mapping[str, Any] = field(default_factory=dict)
+    dataset_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.train_ratio < 1:
+            raise ValueError(f"train_ratio must be in (0, 1), got {self.train_ratio}")
+        if not 0 <= self.val_ratio < 1:
+            raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+        if self.layers not in ("all", "head"):
+            raise ValueError(f"layers must be 'all' or 'head', got {self.layers!r}")
+        if self.lam < 0 or self.lr <= 0 or self.hidden < 1 or self.max_epochs < 1 or self.samples_per_class < 1:
+            raise ValueError(f"lam >= 0, lr > 0, hidden, max_epochs, samples_per_class >= 1 (got {self})")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid: {', '.join(cls.field_names())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``["axis=1", "eps=0.05", "name=x"]`` -> ``{"axis": 1, "eps": 0.05, "name": "x"}`` (YAML scalars)."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(raw)
+    return parsed

@@ -1,0 +1,170 @@
+"""``MultiTaskDataModule``: splits, standardisation and one batch per task per step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..nets import NetworkSpec
+from .source import MultiTaskDataset
+from .splits import stratified_split
+
+Batch = dict[str, torch.Tensor]
+
+
+class _TaskSampler:
+    """Draws a fixed-size batch of training indices from one task, optionally class-balanced."""
+
+    def __init__(self, indices: np.ndarray, labels: np.ndarray, class_balanced: bool) -> None:
+        order = np.argsort(labels[indices], kind="stable")
+        self.indices = indices[order]
+        classes, self.class_start, self.class_count = np.unique(
+            labels[self.indices], return_index=True, return_counts=True
+        )
+        self.n_classes = len(classes)
+        self.class_balanced = class_balanced
+
+    def draw(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        if not self.class_balanced:
+            return rng.choice(self.indices, size, replace=size > len(self.indices))
+        # Classes in a shuffled round robin, then one random sample of each chosen class.
+        chosen = np.resize(rng.permutation(self.n_classes), size)
+        offsets = (rng.random(size) * self.class_count[chosen]).astype(np.int64)
+        return self.indices[self.class_start[chosen] + offsets]
+
+
+class _TrainStream(IterableDataset):
+    """One epoch = enough steps for the largest task to be seen once; each step one batch per task."""
+
+    def __init__(self, module: MultiTaskDataModule, part: str, extra_part: str | None) -> None:
+        self.module, self.part, self.extra_part = module, part, extra_part
+        labels = module.labels_np
+        balanced = module.class_balanced
+        self.samplers = [_TaskSampler(s[part], labels[t], balanced) for t, s in enumerate(module.splits)]
+        self.extra = (
+            [_TaskSampler(s[extra_part], labels[t], balanced) for t, s in enumerate(module.splits)]
+            if extra_part
+            else None
+        )
+        self.steps = math.ceil(max(len(s[part]) for s in module.splits) / module.batch_size)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[Batch]:
+        module, rng = self.module, self.module.rng
+        for _ in range(self.steps):
+            batch = module.gather([s.draw(module.batch_size, rng) for s in self.samplers])
+            if self.extra is not None:
+                extra = module.gather([s.draw(module.batch_size, rng) for s in self.extra])
+                batch.update({f"{self.extra_part}_x": extra["x"], f"{self.extra_part}_y": extra["y"]})
+            yield batch
+
+
+class _EvalChunks(IterableDataset):
+    """Every sample of a split once, in chunks of (T, chunk); padding has label -1."""
+
+    def __init__(self, module: MultiTaskDataModule, part: str, chunk: int) -> None:
+        self.module, self.part, self.chunk = module, part, chunk
+        self.n_chunks = math.ceil(max(len(s[part]) for s in module.splits) / chunk)
+
+    def __len__(self) -> int:
+        return self.n_chunks
+
+    def __iter__(self) -> Iterator[Batch]:
+        for k in range(self.n_chunks):
+            pieces = [s[self.part][k * self.chunk : (k + 1) * self.chunk] for s in self.module.splits]
+            width = max(len(p) for p in pieces)
+            padded = [np.concatenate([p, np.zeros(width - len(p), np.int64)]) for p in pieces]
+            batch = self.module.gather(padded)
+            for t, piece in enumerate(pieces):
+                batch["y"][t, len(piece) :] = -1
+            yield batch
+
+
+class MultiTaskDataModule(L.LightningDataModule):
+    """Stratified per-task splits from a seed; train batches of equal size per task.
+
+    ``holdout_ratio`` carves a further part of train (stratified) that only a method asking for it
+    sees, as ``holdout_x`` / ``holdout_y`` in each training batch (GTTN meta's outer objective).
+    Features are standardised with the mean and std of the training part alone.
+    """
+
+    def __init__(
+        self,
+        dataset: MultiTaskDataset,
+        train_ratio: float = 0.5,
+        val_ratio: float = 0.2,
+        seed: int = 0,
+        samples_per_class: int = 2,
+        class_balanced: bool = True,
+        holdout_ratio: float = 0.0,
+        eval_chunk: int = 512,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.class_balanced = class_balanced
+        self.eval_chunk = eval_chunk
+        self.rng = np.random.default_rng([seed, 1])
+        split_rng = np.random.default_rng([seed, 0])
+        # Its own stream, so a method's held-out part leaves every method the same val and test split.
+        holdout_rng = np.random.default_rng([seed, 2])
+        self.labels_np = [t.labels.numpy() for t in dataset.tasks]
+        self.splits = []
+        for labels in self.labels_np:
+            split = stratified_split(labels, train_ratio, val_ratio, split_rng)
+            if holdout_ratio > 0:
+                inner = stratified_split(labels[split["train"]], 1 - holdout_ratio, 0.0, holdout_rng)
+                split["holdout"] = split["train"][inner["test"]]
+                split["train"] = split["train"][inner["train"]]
+                if len(split["holdout"]) == 0:
+                    raise ValueError(
+                        f"a held-out part of {holdout_ratio} of the training split leaves no sample of task "
+                        f"{len(self.splits)} held out; raise the holdout ratio or the train ratio"
+                    )
+            self.splits.append(split)
+        self.holdout = holdout_ratio > 0
+        self.batch_size = samples_per_class * max(t.n_classes for t in dataset.tasks)
+        self._mean, self._std = self._train_statistics() if dataset.kind == "features" else (None, None)
+
+    def _train_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        train = torch.cat([t.inputs[s["train"]].float() for t, s in zip(self.dataset.tasks, self.splits)])
+        std = train.std(0)
+        std[std == 0] = 1.0  # a feature constant on train (an unused SURF word) is only centred
+        return train.mean(0), std
+
+    @property
+    def has_validation(self) -> bool:
+        return all(len(s["val"]) > 0 for s in self.splits)
+
+    @property
+    def network_spec(self) -> NetworkSpec:
+        tasks = self.dataset.tasks
+        return NetworkSpec(self.dataset.input_shape, tuple(t.n_classes for t in tasks), self.dataset.network)
+
+    def gather(self, indices: list[np.ndarray]) -> Batch:
+        """Stack one index array per task (all the same length) into a (T, B, ...) batch."""
+        x = torch.stack([t.inputs[torch.from_numpy(i)] for t, i in zip(self.dataset.tasks, indices)]).float()
+        if self._mean is not None:
+            x = (x - self._mean) / self._std
+        y = torch.stack([t.labels[torch.from_numpy(i)] for t, i in zip(self.dataset.tasks, indices)])
+        return {"x": x, "y": y}
+
+    def split_indices(self) -> dict[str, dict[str, list[int]]]:
+        """The split as plain lists per task, to be written beside the run's result."""
+        names = self.dataset.task_names
+        return {name: {part: idx.tolist() for part, idx in s.items()} for name, s in zip(names, self.splits)}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_TrainStream(self, "train", "holdout" if self.holdout else None), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_EvalChunks(self, "val", self.eval_chunk), batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(_EvalChunks(self, "test", self.eval_chunk), batch_size=None)

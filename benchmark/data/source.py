@@ -1,0 +1,110 @@
+"""Dataset sources: where a multi-task dataset lives, how to verify it, how to read it.
+
+A source turns files under the data directory into a :class:`MultiTaskDataset` (one entry per
+task). Files are checked against their SHA-256 before they are read; a missing or corrupt file
+raises an error that names the path, the failed checksum and how to get the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset file is missing or does not match its checksum."""
+
+
+@dataclass(frozen=True)
+class TaskData:
+    name: str
+    inputs: torch.Tensor  # (n, *input_shape); any dtype, made float per batch
+    labels: torch.Tensor  # (n,) int64 in 0..n_classes-1
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class MultiTaskDataset:
+    name: str
+    tasks: tuple[TaskData, ...]
+    kind: str  # "features": standardised, MLP; "images": raw pixels for a CNN
+    network: str  # network kind for nets.build_network
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.tasks[0].inputs.shape[1:])
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+
+class DatasetSource:
+    """One dataset: its files (relative to ``data_dir / folder``) with checksums, and a reader."""
+
+    name: str
+    folder: str
+    files: dict[str, str] = {}  # relative path -> sha256
+    how_to_get: str = ""
+
+    def root(self, data_dir: Path) -> Path:
+        return Path(data_dir) / self.folder
+
+    def present(self, data_dir: Path) -> bool:
+        return all((self.root(data_dir) / f).is_file() for f in self.files)
+
+    def verify(self, data_dir: Path) -> None:
+        for relative, expected in self.files.items():
+            path = self.root(data_dir) / relative
+            if not path.is_file():
+                raise DataUnavailableError(
+                    f"{self.name}: {path} not found (data directory {Path(data_dir).resolve()}, set by "
+                    f"--data-dir or $BENCHMARK_DATA_DIR).\n{self.how_to_get}"
+                )
+            actual = sha256_of(path)
+            if actual != expected:
+                raise DataUnavailableError(
+                    f"{self.name}: {path} failed its SHA-256 check (expected {expected}, got {actual}); "
+                    f"the file is corrupt or a different version. Replace it.\n{self.how_to_get}"
+                )
+
+    def load(self, data_dir: Path, **params: Any) -> MultiTaskDataset:
+        self.verify(data_dir)
+        return self.read(self.root(data_dir), **params)
+
+    def read(self, root: Path, **params: Any) -> MultiTaskDataset:
+        raise NotImplementedError
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_SOURCES: dict[str, DatasetSource] = {}
+
+
+def register_source(cls: type[DatasetSource]) -> type[DatasetSource]:
+    if cls.name in _SOURCES:
+        raise ValueError(f"dataset {cls.name!r} is registered twice")
+    _SOURCES[cls.name] = cls()
+    return cls
+
+
+def dataset_names() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def dataset_source(name: str) -> DatasetSource:
+    try:
+        return _SOURCES[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}") from None
+

@@ -1,0 +1,165 @@
+"""The LightningModule family shared by every method, and the method registry.
+
+A method is one subclass of :class:`MultiTaskModule`, registered by name with :func:`register`.
+It says how the coupling term is computed (``penalty``) and, where it must, how the network is
+shared (``shares_hidden``), how much of the training split it keeps for itself
+(``holdout_ratio``) or how it trains (``training_step``). The core never asks for a method's name.
+
+Loss of every method (SPEC.md section 2): sum_t CE_t + lambda x sum over regularised layers of the
+coupling term, CE_t the mean cross-entropy of task t's batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ..config import TrainConfig
+from ..nets import MultiTaskNetwork, NetworkSpec, TaskLayer, build_network
+
+_METHODS: dict[str, type[MultiTaskModule]] = {}
+
+
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def register(name: str) -> Callable[[type[MultiTaskModule]], type[MultiTaskModule]]:
+    def add(cls: type[MultiTaskModule]) -> type[MultiTaskModule]:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return add
+
+
+def method_names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def method_class(name: str) -> type[MultiTaskModule]:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}") from None
+
+
+def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per task of a (T, B, C) batch; label -1 marks padding."""
+    per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp_min(0), reduction="none")
+    valid = (labels >= 0).to(per_sample.dtype).flatten()
+    per_task = (per_sample * valid).reshape(labels.shape).sum(1)
+    return per_task / valid.reshape(labels.shape).sum(1).clamp_min(1)
+
+
+class MultiTaskModule(L.LightningModule):
+    """T task networks of one architecture trained jointly under one coupling term."""
+
+    name: str
+    shares_hidden: bool = False  # hard sharing of the hidden layers (DMTL)
+
+    def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
+        super().__init__()
+        self.config = config
+        self.task_names = list(task_names)
+        self.network: MultiTaskNetwork = build_network(
+            spec, config.hidden, share_hidden=self.shares_hidden or config.layers == "head"
+        )
+        self._counts: dict[str, torch.Tensor] = {}
+        self.epoch_metrics: dict[str, dict[str, float]] = {}  # stage -> metrics of the last pass
+
+    @classmethod
+    def holdout_ratio(cls, params: Mapping[str, Any]) -> float:
+        """Part of the training split the method keeps out of the weights' training (0: none)."""
+        return 0.0
+
+    # ---- the coupling term -----------------------------------------------------------------
+
+    def stacked_layers(self) -> list[TaskLayer]:
+        """Shareable layers that carry a task axis: what a tensor trace norm regularises."""
+        return [layer for layer in self.network.shareable_layers() if layer.stacked]
+
+    def penalty(self) -> torch.Tensor:
+        """The coupling term, summed over the regularised layers (lambda is applied by the caller)."""
+        raise NotImplementedError
+
+    def logged_state(self) -> dict[str, float]:
+        """Method-specific values to log each epoch (e.g. learned flattening weights)."""
+        return {}
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def objective(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, summed task cross-entropy, penalty) of one batch."""
+        cross_entropy = task_losses(self.network(batch["x"]), batch["y"]).sum()
+        penalty = self.penalty()
+        return cross_entropy + self.config.lam * penalty, cross_entropy, penalty
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise DivergedError(
+                f"{self.name}: training loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step} (lambda={self.config.lam}, lr={self.config.lr})"
+            )
+
+    def log_training(self, loss: torch.Tensor, cross_entropy: torch.Tensor, penalty: torch.Tensor) -> None:
+        n_tasks = len(self.task_names)
+        self.log_dict(
+            {"train/loss": loss.detach(), "train/ce": cross_entropy.detach(), "train/penalty": penalty.detach()},
+            on_step=False, on_epoch=True, batch_size=n_tasks,
+        )
+        self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n_tasks)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, cross_entropy, penalty = self.objective(batch)
+        self.check_finite(loss)
+        self.log_training(loss, cross_entropy, penalty)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.logged_state():
+            self.log_dict(self.logged_state(), on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+
+    # ---- evaluation: per-task accuracy over a whole split ------------------------------------
+
+    def _count(self, batch: dict[str, torch.Tensor]) -> None:
+        predictions = self.network(batch["x"]).argmax(-1)
+        valid = batch["y"] >= 0
+        correct = ((predictions == batch["y"]) & valid).sum(1)
+        total = valid.sum(1)
+        if "correct" not in self._counts:
+            self._counts = {"correct": torch.zeros_like(correct), "total": torch.zeros_like(total)}
+        self._counts["correct"] += correct
+        self._counts["total"] += total
+
+    def _finish(self, stage: str) -> None:
+        accuracy = (self._counts["correct"] / self._counts["total"].clamp_min(1)).tolist()
+        self._counts = {}
+        metrics = {f"{stage}/{task}/acc": acc for task, acc in zip(self.task_names, accuracy)}
+        metrics.update({f"{stage}/{task}/err": 1 - acc for task, acc in zip(self.task_names, accuracy)})
+        metrics[f"{stage}/acc_mean"] = sum(accuracy) / len(accuracy)
+        metrics[f"{stage}/err_mean"] = 1 - metrics[f"{stage}/acc_mean"]
+        self.epoch_metrics[stage] = metrics
+        self.log_dict(metrics)
+        self.log(f"{stage}/acc", metrics[f"{stage}/acc_mean"], prog_bar=True)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._count(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._count(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")

@@ -1,0 +1,26 @@
+"""Baselines with a Frobenius (weight-decay) coupling: STL and hard-sharing DMTL (SPEC.md section 2)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import MultiTaskModule, register
+
+
+class FrobeniusMethod(MultiTaskModule):
+    """lambda x sum over the shareable layers of ||W||_F^2 (stacked or shared)."""
+
+    def penalty(self) -> torch.Tensor:
+        return sum(layer.weight.pow(2).sum() for layer in self.network.shareable_layers())
+
+
+@register("stl")
+class SingleTask(FrobeniusMethod):
+    """STL: T independent networks; the Frobenius penalty couples nothing across tasks."""
+
+
+@register("dmtl")
+class HardSharing(FrobeniusMethod):
+    """DMTL: the hidden layers are one shared layer (no task axis), a head per task."""
+
+    shares_hidden = True

@@ -1,0 +1,60 @@
+"""Every tensor trace-norm method: the coupling term is a regulariser of benchmark.norms on each
+stacked layer (LAF, LAF-i, Tucker, TT, TR, Prod, GTTN-a, GTTN variable, GTTN min, GTTN max).
+
+Each registered method names its regulariser; method parameters (``axis`` for LAF-i, ``d`` for TR)
+are passed on to it. Layers without a task axis (the shared hidden layer of ``layers=head``) are
+not regularised, as in the public GTTN code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..nets import NetworkSpec
+from ..norms import gttn_subsets, regulariser
+from .base import MultiTaskModule, register
+
+
+class TraceNormMethod(MultiTaskModule):
+    regulariser_name: str
+
+    def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
+        super().__init__(spec, config, task_names)
+        self.regularisers = nn.ModuleList(
+            regulariser(self.regulariser_name, ndim=layer.weight.ndim, **config.method_params)
+            for layer in self.stacked_layers()
+        )
+
+    def penalty(self) -> torch.Tensor:
+        return sum(reg(layer.weight) for reg, layer in zip(self.regularisers, self.stacked_layers()))
+
+    def logged_state(self) -> dict[str, float]:
+        state = {}
+        for index, (reg, layer) in enumerate(zip(self.regularisers, self.stacked_layers())):
+            weights = reg.flattening_weights()
+            if weights is not None:
+                for subset, alpha in zip(gttn_subsets(tuple(layer.weight.shape)), weights.tolist()):
+                    state[f"alpha/layer{index}/{'-'.join(map(str, subset))}"] = alpha
+        return state
+
+
+def _trace_norm_method(method: str, doc: str) -> type[TraceNormMethod]:
+    cls = type(f"TraceNorm_{method}", (TraceNormMethod,), {"regulariser_name": method, "__doc__": doc})
+    return register(method)(cls)
+
+
+for _name, _doc in {
+    "laf": "LAF: ||W_(p)||_* of the task-axis flattening (Yang & Hospedales 2017).",
+    "laf_i": "LAF-i: ||W_(i)||_* of one mode, parameter axis (Zhang et al. 2021).",
+    "tucker": "Tucker: (1/p) sum_i ||W_(i)||_* (Yang & Hospedales 2017).",
+    "tt": "TT: (1/(p-1)) sum_i ||W_[i]||_* (Yang & Hospedales 2017).",
+    "tr": "TR: (1/p) sum_k ||W_<k,d>||_*, parameter d (Zhang et al. 2021).",
+    "prod": "Prod: prod_i ||W_(i)||_* (provisional source, see SPEC.md).",
+    "gttn_a": "GTTN-a: equal weights over the 2^(p-1)-1 flattenings (Zhang et al. 2021).",
+    "gttn_var": "GTTN variable: softmax-weighted flattenings, weights learned with W (Zhang et al. 2021).",
+    "gttn_min": "GTTN min: the smallest flattening trace norm (Zhang et al. 2021).",
+    "gttn_max": "GTTN max: the largest flattening trace norm (Zhang et al. 2021).",
+}.items():
+    _trace_norm_method(_name, _doc)

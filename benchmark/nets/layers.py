@@ -1,0 +1,116 @@
+"""Task-stacked and shared layers. A stacked weight keeps the task axis last (SPEC.md section 1).
+
+Every layer maps a (T, B, ...) batch (one B-sample batch per task) to (T, B, ...) in one batched
+op: einsum for linear layers, a grouped convolution for conv layers; never a loop over tasks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TaskLayer(nn.Module):
+    """A layer applied to every task. ``stacked``: one weight per task (task axis last) or one shared weight."""
+
+    stacked: bool
+    weight: torch.Tensor
+
+    def _init(self, fan_in: int) -> None:
+        # PyTorch's default Linear/Conv initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for each task.
+        bound = 1.0 / math.sqrt(fan_in)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+
+
+class StackedLinear(TaskLayer):
+    """y_t = x_t W_t + b_t with W of shape (*in_shape, out_features, T).
+
+    ``in_shape`` may have several modes (pool5 features keep 7 x 7 x 512), which then become
+    modes of the stacked tensor the regulariser sees.
+    """
+
+    stacked = True
+
+    def __init__(self, in_shape: tuple[int, ...], out_features: int, n_tasks: int) -> None:
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+        self.weight = nn.Parameter(torch.empty(*self.in_shape, out_features, n_tasks))
+        self.bias = nn.Parameter(torch.empty(out_features, n_tasks))
+        self._init(math.prod(self.in_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_tasks, batch = x.shape[:2]
+        out_features = self.weight.shape[-2]
+        flat_weight = self.weight.reshape(-1, out_features, n_tasks)
+        return torch.einsum("tbd,dot->tbo", x.reshape(n_tasks, batch, -1), flat_weight) + self.bias.T[:, None, :]
+
+
+class SharedLinear(TaskLayer):
+    """One weight (*in_shape, out_features) for all tasks (hard sharing)."""
+
+    stacked = False
+
+    def __init__(self, in_shape: tuple[int, ...], out_features: int, n_tasks: int) -> None:
+        super().__init__()
+        self.in_shape = tuple(in_shape)
+        self.weight = nn.Parameter(torch.empty(*self.in_shape, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        self._init(math.prod(self.in_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_tasks, batch = x.shape[:2]
+        flat = x.reshape(n_tasks * batch, -1) @ self.weight.reshape(-1, self.weight.shape[-1]) + self.bias
+        return flat.reshape(n_tasks, batch, -1)
+
+
+class StackedConv2d(TaskLayer):
+    """Per-task 'valid' convolution; weight (k, k, in, out, T) as in the TensorFlow code of the paper.
+
+    All tasks run as one grouped convolution: task t's images sit in channel group t.
+    """
+
+    stacked = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_tasks: int) -> None:
+        super().__init__()
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(k, k, in_channels, out_channels, n_tasks))
+        self.bias = nn.Parameter(torch.empty(out_channels, n_tasks))
+        self._init(in_channels * k * k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_tasks, batch, channels, height, width = x.shape
+        k, _, c_in, c_out, _ = self.weight.shape
+        grouped = x.transpose(0, 1).reshape(batch, n_tasks * channels, height, width)
+        kernels = self.weight.permute(4, 3, 2, 0, 1).reshape(n_tasks * c_out, c_in, k, k)
+        out = F.conv2d(grouped, kernels, self.bias.T.reshape(-1), groups=n_tasks)
+        return out.reshape(batch, n_tasks, c_out, *out.shape[-2:]).transpose(0, 1)
+
+
+class SharedConv2d(TaskLayer):
+    """One 'valid' convolution (k, k, in, out) for all tasks (hard sharing)."""
+
+    stacked = False
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_tasks: int) -> None:
+        super().__init__()
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(k, k, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self._init(in_channels * k * k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n_tasks, batch = x.shape[:2]
+        out = F.conv2d(x.flatten(0, 1), self.weight.permute(3, 2, 0, 1), self.bias)
+        return out.reshape(n_tasks, batch, *out.shape[1:])
+
+
+def task_pool(x: torch.Tensor, activation: nn.Module) -> torch.Tensor:
+    """Activation then 2x2 max-pooling of a (T, B, C, H, W) batch."""
+    pooled = F.max_pool2d(activation(x.flatten(0, 1)), 2)
+    return pooled.reshape(*x.shape[:2], *pooled.shape[1:])

@@ -1,0 +1,108 @@
+"""The networks of SPEC.md section 3, built from task-stacked or shared layers.
+
+Each network maps a (T, B, *input_shape) batch to (T, B, C) logits, where C is the largest class
+count; a task with fewer classes has its extra logits masked out, which is the same as a head of
+its own size (masked logits get zero probability and zero gradient).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import SharedConv2d, SharedLinear, StackedConv2d, StackedLinear, TaskLayer, task_pool
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a network needs to know about the data: input shape, class count per task, kind."""
+
+    input_shape: tuple[int, ...]
+    class_counts: tuple[int, ...]
+    kind: str = "features"  # "features" (MLP, any input shape) or "omniglot_cnn"
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.class_counts)
+
+
+class MultiTaskNetwork(nn.Module):
+    """Base: holds the class mask; subclasses list their shareable (regularisable) layers."""
+
+    def __init__(self, class_counts: Sequence[int]) -> None:
+        super().__init__()
+        mask = torch.zeros(len(class_counts), max(class_counts), dtype=torch.bool)
+        for task, count in enumerate(class_counts):
+            mask[task, :count] = True
+        self.register_buffer("class_mask", mask)
+
+    def shareable_layers(self) -> list[TaskLayer]:
+        """The layers a coupling term acts on (stacked ones carry the task axis last)."""
+        raise NotImplementedError
+
+    def mask_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.masked_fill(~self.class_mask[:, None, :], torch.finfo(logits.dtype).min)
+
+
+class FeatureMLP(MultiTaskNetwork):
+    """input -> hidden (H units, ReLU) -> head (C classes), per task (SPEC.md section 3).
+
+    ``share_hidden`` makes the hidden layer one shared layer: DMTL, or ``layers=head``.
+    With a multi-mode input (pool5: 7 x 7 x 512) the hidden weight is 7 x 7 x 512 x H x T.
+    """
+
+    def __init__(self, spec: NetworkSpec, hidden: int, share_hidden: bool) -> None:
+        super().__init__(spec.class_counts)
+        hidden_layer = SharedLinear if share_hidden else StackedLinear
+        self.hidden = hidden_layer(spec.input_shape, hidden, spec.n_tasks)
+        self.head = StackedLinear((hidden,), max(spec.class_counts), spec.n_tasks)
+
+    def shareable_layers(self) -> list[TaskLayer]:
+        return [self.hidden, self.head]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mask_logits(self.head(torch.relu(self.hidden(x))))
+
+
+class OmniglotCNN(MultiTaskNetwork):
+    """The Omniglot network of Yang & Hospedales (ICLR 2017), on 105 x 105 images, tanh units.
+
+    conv 8@5x5 -> pool 2 -> conv 12@3x3 -> pool 2 -> conv 16@3x3 -> pool 2 -> FC 64 -> FC (classes).
+    'valid' convolutions leave 16 x 11 x 11 = 1936 features for FC 64. conv1-3 and FC 64 are the
+    shareable layers; the output layers differ in size per alphabet and are never shared.
+    ``hidden`` is the FC width (64 in the paper).
+    """
+
+    def __init__(self, spec: NetworkSpec, hidden: int, share_hidden: bool) -> None:
+        super().__init__(spec.class_counts)
+        conv = SharedConv2d if share_hidden else StackedConv2d
+        linear = SharedLinear if share_hidden else StackedLinear
+        t = spec.n_tasks
+        self.conv1, self.conv2, self.conv3 = conv(1, 8, 5, t), conv(8, 12, 3, t), conv(12, 16, 3, t)
+        side = spec.input_shape[-1]
+        for k in (5, 3, 3):
+            side = (side - k + 1) // 2
+        self.fc = linear((16 * side * side,), hidden, t)
+        self.out = StackedLinear((hidden,), max(spec.class_counts), t)
+
+    def shareable_layers(self) -> list[TaskLayer]:
+        return [self.conv1, self.conv2, self.conv3, self.fc]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in (self.conv1, self.conv2, self.conv3):
+            x = task_pool(conv(x), torch.tanh)
+        return self.mask_logits(self.out(torch.tanh(self.fc(x.flatten(2)))))
+
+
+NETWORKS: dict[str, type[MultiTaskNetwork]] = {"features": FeatureMLP, "omniglot_cnn": OmniglotCNN}
+
+
+def build_network(spec: NetworkSpec, hidden: int, share_hidden: bool) -> MultiTaskNetwork:
+    try:
+        network = NETWORKS[spec.kind]
+    except KeyError:
+        raise ValueError(f"unknown network kind {spec.kind!r}; valid: {', '.join(NETWORKS)}") from None
+    return network(spec, hidden, share_hidden)

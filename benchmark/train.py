@@ -1,0 +1,160 @@
+"""One training run: data, method, epoch selection on validation, test once, one JSON record."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from .config import TrainConfig
+from .data import MultiTaskDataModule, dataset_source
+from .methods import MultiTaskModule, method_class
+from .tracking import git_revision, new_run_id, package_versions, record_path, write_json_atomic
+
+
+class BestEpoch(L.Callback):
+    """Keeps the weights of the epoch with the best mean validation accuracy over tasks.
+
+    Only validation metrics are read: the test split is evaluated once, after training, on the
+    selected weights (the public GTTN code reported the best *test* error over epochs, bug 7).
+    """
+
+    def __init__(self) -> None:
+        self.best_accuracy = -1.0
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, module: MultiTaskModule) -> None:
+        # on_validation_end: after the module computed its epoch metrics (callbacks run first).
+        if trainer.sanity_checking:
+            return
+        metrics = module.epoch_metrics["val"]
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        if metrics["val/acc_mean"] > self.best_accuracy:
+            self.best_accuracy = metrics["val/acc_mean"]
+            self.best_epoch = trainer.current_epoch
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()})
+
+    def restore(self, module: MultiTaskModule) -> None:
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
+
+@dataclass
+class RunResult:
+    record: dict[str, Any]
+    path: Path | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _quiet_lightning() -> None:
+    # Our data loaders are in-process iterables by design (one batch per task per step).
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # lightning 2.6 internal
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+
+
+def train(
+    config: TrainConfig,
+    data_dir: Path,
+    out_dir: Path | None = Path("results/runs"),
+    progress: bool = True,
+    accelerator: str = "auto",
+    callbacks: list[L.Callback] | None = None,
+) -> RunResult:
+    """Train ``config.method`` on ``config.dataset``; write the record under ``out_dir`` (None: don't)."""
+    _quiet_lightning()
+    module_class = method_class(config.method)
+    source = dataset_source(config.dataset)
+    dataset = source.load(Path(data_dir), **config.dataset_params)
+    started = time.perf_counter()
+    L.seed_everything(config.seed, verbose=False)
+    data = MultiTaskDataModule(
+        dataset,
+        train_ratio=config.train_ratio,
+        val_ratio=config.val_ratio,
+        seed=config.seed,
+        samples_per_class=config.samples_per_class,
+        class_balanced=config.class_balanced,
+        holdout_ratio=module_class.holdout_ratio(config.method_params),
+    )
+    module = module_class(data.network_spec, config, dataset.task_names)
+    selector = BestEpoch()
+    trainer = L.Trainer(
+        max_epochs=config.max_epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if data.has_validation else 0,
+        callbacks=[selector, *(callbacks or [])],
+    )
+    trainer.fit(module, datamodule=data)
+    if data.has_validation:
+        selector.restore(module)
+        selection, selected_epoch = "best_val_acc_mean", selector.best_epoch
+    else:
+        selection, selected_epoch = "fixed_budget_last_epoch", config.max_epochs - 1
+    trainer.test(module, datamodule=data, verbose=False)
+    record = _record(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
+    result = RunResult(record, history=selector.history)
+    if out_dir is not None:
+        result.path = record_path(out_dir, config.dataset, config.method, record["run_id"])
+        split_path = result.path.with_suffix(".split.pt")
+        split_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data.split_indices(), split_path)
+        record["split_file"] = split_path.name
+        write_json_atomic(result.path, record)
+    return result
+
+
+def _record(
+    config: TrainConfig,
+    module: MultiTaskModule,
+    selector: BestEpoch,
+    selection: str,
+    selected_epoch: int,
+    wall_time: float,
+) -> dict[str, Any]:
+    test = module.epoch_metrics["test"]
+    val = selector.history[selected_epoch] if selector.history else {}
+    tasks = {
+        task: {
+            "val_acc": val.get(f"val/{task}/acc"),
+            "test_acc": test[f"test/{task}/acc"],
+            "test_err": test[f"test/{task}/err"],
+        }
+        for task in module.task_names
+    }
+    return {
+        "run_id": new_run_id(config.seed),
+        "job": "train",
+        "dataset": config.dataset,
+        "method": config.method,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "selection": selection,
+        "selected_epoch": selected_epoch,
+        "tasks": tasks,
+        "val_acc_mean": val.get("val/acc_mean"),
+        "test_acc_mean": test["test/acc_mean"],
+        "test_err_mean": test["test/err_mean"],
+        "val_acc_history": [round(h["val/acc_mean"], 6) for h in selector.history],
+        "method_state": module.logged_state(),
+        "wall_time_s": round(wall_time, 3),
+        "git_rev": git_revision(),
+        "versions": package_versions(),
+    }

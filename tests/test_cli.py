@@ -1,0 +1,70 @@
+"""The ``mtlbench`` commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmark.cli import main
+
+
+def test_train_writes_a_record_and_prints_a_summary(tmp_path: Path, capsys) -> None:
+    code = main([
+        "train", "--dataset", "synthetic", "--method", "tr", "--param", "d=2", "--max-epochs", "2",
+        "--hidden", "8", "--data-param", "n_tasks=3", "--out", str(tmp_path), "--no-progress",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "synthetic / tr" in out and "mean" in out
+    (record_file,) = (tmp_path / "synthetic" / "tr").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert record["config"]["method_params"] == {"d": 2} and len(record["tasks"]) == 3
+
+
+def test_unknown_method_and_dataset_name_the_valid_ones(capsys) -> None:
+    assert main(["train", "--method", "nope", "--no-progress"]) == 2
+    assert "unknown method 'nope'; valid: dmtl, gttn_a" in capsys.readouterr().err
+    assert main(["train", "--dataset", "nope", "--no-progress"]) == 2
+    assert "unknown dataset 'nope'; valid: office_caltech, omniglot, synthetic" in capsys.readouterr().err
+
+
+def test_missing_data_says_where_it_looked(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--dataset", "omniglot", "--data-dir", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "omniglot/images_background.npz not found" in err and "bitsandscraps/omniglot" in err
+
+
+def test_list_shows_methods_and_which_datasets_are_present(tmp_path: Path, capsys) -> None:
+    assert main(["list", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "gttn_meta" in out and "office_caltech   missing" in out and "synthetic        present" in out
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "benchmark", "list"], capture_output=True, text=True)
+    assert done.returncode == 0 and "methods:" in done.stdout
+
+
+def test_real_surf_features_train_with_gttn_var(shared_data_dir: Path, tmp_path: Path, capsys) -> None:
+    code = main([
+        "train", "--dataset", "office_caltech", "--method", "gttn_var", "--max-epochs", "2", "--hidden", "32",
+        "--data-dir", str(shared_data_dir), "--out", str(tmp_path), "--no-progress",
+    ])
+    assert code == 0
+    (record_file,) = (tmp_path / "office_caltech" / "gttn_var").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert list(record["tasks"]) == ["amazon", "caltech10", "dslr", "webcam"]
+    assert record["test_err_mean"] < 0.9  # better than chance (10 classes)
+
+
+def test_omniglot_cnn_trains_on_real_alphabets_with_a_fixed_budget(shared_data_dir: Path) -> None:
+    from benchmark.config import TrainConfig
+    from benchmark.train import train
+
+    config = TrainConfig(dataset="omniglot", method="tucker", hidden=16, train_ratio=0.1, max_epochs=1,
+                         dataset_params={"alphabets": 2, "image_size": 28})
+    record = train(config, shared_data_dir, None, progress=False).record
+    assert record["selection"] == "fixed_budget_last_epoch" and record["val_acc_mean"] is None
+    assert list(record["tasks"]) == ["Arcadian", "Armenian"]

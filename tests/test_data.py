@@ -1,0 +1,112 @@
+"""Splits, batches, standardisation, dataset errors, and the real data where it is present."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.data import DataUnavailableError, MultiTaskDataModule, dataset_source, stratified_split
+
+
+def test_stratified_split_keeps_each_class_ratio_and_is_disjoint() -> None:
+    labels = np.repeat(np.arange(3), [10, 20, 40])
+    split = stratified_split(labels, 0.5, 0.2, np.random.default_rng(0))
+    parts = [split["train"], split["val"], split["test"]]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(70))
+    for label, n in zip(range(3), (10, 20, 40)):
+        counts = [int((labels[p] == label).sum()) for p in parts]
+        assert counts[0] + counts[1] == n // 2
+        assert counts[1] == round(0.2 * n // 2)
+    again = stratified_split(labels, 0.5, 0.2, np.random.default_rng(0))
+    assert all(np.array_equal(split[k], again[k]) for k in split)
+
+
+def test_two_drawings_per_class_leave_no_validation_part() -> None:
+    labels = np.repeat(np.arange(5), 20)  # Omniglot at 10%: 2 drawings per character to train on
+    split = stratified_split(labels, 0.1, 0.2, np.random.default_rng(0))
+    assert len(split["val"]) == 0 and len(split["train"]) == 10
+
+
+def test_batches_are_one_equal_block_per_task_and_standardised_on_train() -> None:
+    data = MultiTaskDataModule(dataset_source("synthetic").load(Path(".")), seed=3)
+    batch = next(iter(data.train_dataloader()))
+    assert batch["x"].shape == (10, data.batch_size, 20) and batch["y"].shape == (10, data.batch_size)
+    # Standardised with train statistics only: the pooled training part has mean 0 and std 1.
+    width = max(len(s["train"]) for s in data.splits)
+    padded = [np.resize(s["train"], width) for s in data.splits]  # repeats keep each task's mean
+    standardised = data.gather(padded)["x"]
+    pooled = np.concatenate([standardised[t, : len(s["train"])].numpy() for t, s in enumerate(data.splits)])
+    np.testing.assert_allclose(pooled.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(pooled.std(0, ddof=1), 1, atol=1e-4)
+    test = np.concatenate([data.gather([s["test"]] * 1)["x"].numpy()[0] for s in data.splits[:1]])
+    assert np.abs(test.mean(0)).max() > 1e-3  # test data was not used for the statistics
+
+
+def test_class_balanced_batches_draw_every_class_equally() -> None:
+    data = MultiTaskDataModule(dataset_source("synthetic").load(Path("."), n_classes=4), samples_per_class=3)
+    batch = next(iter(data.train_dataloader()))
+    for labels in batch["y"]:
+        assert np.bincount(labels.numpy(), minlength=4).tolist() == [3, 3, 3, 3]
+
+
+def test_evaluation_covers_every_sample_once_with_padding_marked() -> None:
+    data = MultiTaskDataModule(dataset_source("synthetic").load(Path(".")), seed=0, eval_chunk=7)
+    seen = np.zeros(10, dtype=int)
+    for batch in data.test_dataloader():
+        seen += (batch["y"] >= 0).sum(1).numpy()
+    assert seen.tolist() == [len(s["test"]) for s in data.splits]
+
+
+def test_holdout_part_comes_from_train_and_is_disjoint() -> None:
+    dataset = dataset_source("synthetic").load(Path("."))
+    plain = MultiTaskDataModule(dataset, seed=1)
+    meta = MultiTaskDataModule(dataset, seed=1, holdout_ratio=0.3)
+    for p, m in zip(plain.splits, meta.splits):
+        assert set(m["holdout"]) | set(m["train"]) == set(p["train"])
+        assert not set(m["holdout"]) & set(m["train"])
+        assert np.array_equal(m["val"], p["val"]) and np.array_equal(m["test"], p["test"])
+    batch = next(iter(meta.train_dataloader()))
+    assert batch["holdout_x"].shape == batch["x"].shape
+
+
+def test_unknown_dataset_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown dataset 'office'.*office_caltech.*omniglot.*synthetic"):
+        dataset_source("office")
+
+
+def test_missing_file_says_where_it_was_looked_for_and_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(DataUnavailableError, match=r"(?s)office_caltech10/surf/amazon_SURF_L10.mat not found.*jindongwang"):
+        dataset_source("office_caltech").load(tmp_path)
+
+
+def test_corrupt_file_names_the_failed_checksum(tmp_path: Path, shared_data_dir: Path) -> None:
+    shutil.copytree(shared_data_dir / "office_caltech10" / "surf", tmp_path / "office_caltech10" / "surf")
+    target = tmp_path / "office_caltech10" / "surf" / "dslr_SURF_L10.mat"
+    target.chmod(0o644)
+    blob = bytearray(target.read_bytes())
+    blob[-1] ^= 0xFF
+    target.write_bytes(bytes(blob))
+    with pytest.raises(DataUnavailableError, match=r"dslr_SURF_L10.mat failed its SHA-256 check \(expected 44d673c6"):
+        dataset_source("office_caltech").load(tmp_path)
+
+
+def test_office_caltech_surf_has_four_domains_of_ten_classes(shared_data_dir: Path) -> None:
+    dataset = dataset_source("office_caltech").load(shared_data_dir)
+    assert dataset.task_names == ["amazon", "caltech10", "dslr", "webcam"]
+    assert [len(t.labels) for t in dataset.tasks] == [958, 1123, 157, 295]
+    assert all(sorted(set(t.labels.tolist())) == list(range(10)) for t in dataset.tasks)
+    assert dataset.input_shape == (800,)
+
+
+def test_omniglot_alphabets_are_tasks_of_their_characters(shared_data_dir: Path) -> None:
+    dataset = dataset_source("omniglot").load(shared_data_dir)
+    assert len(dataset.tasks) == 50
+    assert sum(t.n_classes for t in dataset.tasks) == 1623
+    arcadian = dataset.tasks[0]
+    assert arcadian.name == "Arcadian" and arcadian.n_classes == 26
+    assert arcadian.inputs.shape == (26 * 20, 1, 105, 105)
+    ink = arcadian.inputs.float().mean()
+    assert 0.01 < ink < 0.3  # ink is the minority of pixels: the background was inverted

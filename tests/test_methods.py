@@ -1,0 +1,127 @@
+"""Every registered method: a contract run on synthetic data, plus the method-specific guarantees."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.config import TrainConfig
+from benchmark.data import MultiTaskDataModule, dataset_source
+from benchmark.methods import DivergedError, method_class, method_names
+from benchmark.train import train
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TINY = {"n_tasks": 3, "n_features": 6, "n_classes": 3, "samples_per_task": 30}
+RECORD_KEYS = {
+    "dataset", "method", "config", "seed", "selected_epoch", "selection", "tasks", "val_acc_mean",
+    "test_err_mean", "wall_time_s", "git_rev", "versions",
+}
+
+
+def tiny_config(method: str, **overrides) -> TrainConfig:
+    values = {"method": method, "hidden": 8, "max_epochs": 2, "lam": 0.1, "dataset_params": TINY, **overrides}
+    return TrainConfig(**values)
+
+
+def built_module(config: TrainConfig):
+    cls = method_class(config.method)
+    data = MultiTaskDataModule(
+        dataset_source("synthetic").load(Path("."), **config.dataset_params),
+        seed=config.seed,
+        holdout_ratio=cls.holdout_ratio(config.method_params),
+    )
+    return cls(data.network_spec, config, data.dataset.task_names), data
+
+
+def test_registry_equals_the_readme_methods_table() -> None:
+    table = re.findall(r"^\| `(\w+)` \|", README.read_text(), flags=re.MULTILINE)
+    assert sorted(table) == method_names()
+    assert len(method_names()) == 14
+
+
+def test_unknown_method_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown method 'tuckr'.*gttn_meta.*tucker"):
+        method_class("tuckr")
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_contract_every_method_trains_and_writes_a_valid_record(method: str, tmp_path: Path) -> None:
+    result = train(tiny_config(method), Path("."), tmp_path, progress=False)
+    record = json.loads(result.path.read_text())
+    assert RECORD_KEYS <= set(record)
+    assert record["method"] == method and record["selection"] == "best_val_acc_mean"
+    assert set(record["tasks"]) == {"task0", "task1", "task2"}
+    for task in record["tasks"].values():
+        assert 0 <= task["test_acc"] <= 1 and task["test_err"] == pytest.approx(1 - task["test_acc"])
+    assert record["test_err_mean"] == pytest.approx(np.mean([t["test_err"] for t in record["tasks"].values()]))
+    assert (tmp_path / "synthetic" / method / record["split_file"]).is_file()
+
+
+@pytest.mark.parametrize("method", [m for m in method_names() if m != "laf_tf"])
+def test_penalty_is_finite_and_pulls_on_every_regularised_weight(method: str) -> None:
+    module, data = built_module(tiny_config(method))
+    loss, _, penalty = module.objective(next(iter(data.train_dataloader())))
+    assert torch.isfinite(loss) and penalty > 0
+    regularised = [layer.weight for layer in module.network.shareable_layers() if layer.stacked or method in ("stl", "dmtl")]
+    grads = torch.autograd.grad(penalty, regularised)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_dmtl_shares_the_hidden_layer_and_stl_does_not() -> None:
+    dmtl, _ = built_module(tiny_config("dmtl"))
+    stl, _ = built_module(tiny_config("stl"))
+    assert not dmtl.network.hidden.stacked and dmtl.network.hidden.weight.shape == (6, 8)
+    assert stl.network.hidden.weight.shape == (6, 8, 3)
+
+
+def test_layers_head_leaves_the_shared_hidden_layer_unregularised() -> None:
+    module, _ = built_module(tiny_config("tucker", layers="head"))
+    assert [tuple(layer.weight.shape) for layer in module.stacked_layers()] == [(8, 3, 3)]
+
+
+def test_laf_tf_factorises_the_stl_fit_at_the_requested_error(tmp_path: Path) -> None:
+    config = tiny_config("laf_tf", method_params={"eps": 0.5, "prefit_epochs": 2})
+    result = train(config, Path("."), None, progress=False)
+    ranks = [v for k, v in result.record["method_state"].items() if k.startswith("rank/")]
+    assert len(ranks) == 2 and all(1 <= r <= 3 for r in ranks)
+    fixed = train(tiny_config("laf_tf", method_params={"rank": 1}), Path("."), None, progress=False)
+    assert all(v == 1 for k, v in fixed.record["method_state"].items() if k.startswith("rank/"))
+
+
+def test_laf_tf_weights_have_task_rank_at_most_k() -> None:
+    module, data = built_module(tiny_config("laf_tf", method_params={"rank": 2, "prefit_epochs": 1}))
+
+    class _Trainer:
+        datamodule = data
+
+    module._trainer = _Trainer()  # setup() reads the datamodule from the trainer
+    module.setup("fit")
+    for layer in module.stacked_layers():
+        task_matrix = layer.weight.reshape(-1, layer.weight.shape[-1])
+        assert torch.linalg.matrix_rank(task_matrix.detach()) <= 2
+
+
+def test_trace_norm_methods_recover_shared_structure_on_synthetic_data() -> None:
+    """Few samples per task, tasks sharing one prototype: LAF and Tucker beat STL's best lambda."""
+    def error(method: str, lam: float) -> float:
+        errs = [
+            train(TrainConfig(method=method, lam=lam, hidden=32, lr=0.01, max_epochs=60, seed=seed), Path("."), None,
+                  progress=False).record["test_err_mean"]
+            for seed in (0, 1)
+        ]
+        return float(np.mean(errs))
+
+    stl = min(error("stl", lam) for lam in (0.01, 0.1))
+    assert error("laf", 0.3) < stl - 0.05
+    assert error("tucker", 0.3) < stl - 0.03
+
+
+def test_diverging_training_raises_diverged_error() -> None:
+    module, data = built_module(tiny_config("tucker", lam=float("inf")))
+    with pytest.raises(DivergedError, match="tucker: training loss is"):
+        module.check_finite(module.objective(next(iter(data.train_dataloader())))[0])
