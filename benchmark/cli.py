@@ -27,6 +27,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .data import DataUnavailableError
+    from .methods import DivergedError
     from .train import train
 
     defaults = TrainConfig()
@@ -43,6 +44,9 @@ def _train(args: argparse.Namespace) -> int:
     except (ValueError, DataUnavailableError) as error:
         print(f"mtlbench train: {error}", file=sys.stderr)
         return 2
+    except DivergedError as error:
+        print(f"mtlbench train: diverged, no record written: {error}", file=sys.stderr)
+        return 3
     _print_summary(result.record)
     if result.path:
         print(f"record: {result.path}")

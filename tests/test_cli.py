@@ -36,6 +36,20 @@ def test_missing_data_says_where_it_looked(tmp_path: Path, capsys) -> None:
     assert "omniglot/images_background.npz not found" in err and "bitsandscraps/omniglot" in err
 
 
+def test_diverging_run_exits_with_a_reason_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    code = main(["train", "--method", "laf", "--lam", "1e30", "--lr", "1e30", "--max-epochs", "2", "--hidden", "4",
+                 "--data-param", "n_tasks=2", "--out", str(tmp_path), "--no-progress"])
+    assert code == 3
+    assert "diverged, no record written: laf: training loss is" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_data_dir_comes_from_the_environment(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BENCHMARK_DATA_DIR", str(tmp_path))
+    assert main(["train", "--dataset", "office_caltech", "--no-progress"]) == 2
+    assert str(tmp_path / "office_caltech10" / "surf") in capsys.readouterr().err
+
+
 def test_list_shows_methods_and_which_datasets_are_present(tmp_path: Path, capsys) -> None:
     assert main(["list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -11,7 +11,8 @@ coupling term, CE_t the mean cross-entropy of task t's batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -20,12 +21,22 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..nets import MultiTaskNetwork, NetworkSpec, TaskLayer, build_network
+from ..norms import gttn_subsets
 
 _METHODS: dict[str, type[MultiTaskModule]] = {}
 
 
 class DivergedError(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+@contextmanager
+def divergence_reported(method: str) -> Iterator[None]:
+    """An SVD that fails on non-finite weights means the run diverged: say so, as a DivergedError."""
+    try:
+        yield
+    except torch.linalg.LinAlgError as error:
+        raise DivergedError(f"{method}: training loss is not finite (the weights are no longer finite: {error})") from error
 
 
 def register(name: str) -> Callable[[type[MultiTaskModule]], type[MultiTaskModule]]:
@@ -56,6 +67,15 @@ def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     valid = (labels >= 0).to(per_sample.dtype).flatten()
     per_task = (per_sample * valid).reshape(labels.shape).sum(1)
     return per_task / valid.reshape(labels.shape).sum(1).clamp_min(1)
+
+
+def flattening_weight_state(layers: list[TaskLayer], weights: list[torch.Tensor]) -> dict[str, float]:
+    """``alpha/layer<i>/<subset>`` -> weight, for learned GTTN flattening weights of each layer."""
+    state = {}
+    for index, (layer, alpha) in enumerate(zip(layers, weights)):
+        for subset, value in zip(gttn_subsets(tuple(layer.weight.shape)), alpha.tolist()):
+            state[f"alpha/layer{index}/{'-'.join(map(str, subset))}"] = value
+    return state
 
 
 class MultiTaskModule(L.LightningModule):
@@ -98,7 +118,8 @@ class MultiTaskModule(L.LightningModule):
     def objective(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, summed task cross-entropy, penalty) of one batch."""
         cross_entropy = task_losses(self.network(batch["x"]), batch["y"]).sum()
-        penalty = self.penalty()
+        with divergence_reported(self.name):
+            penalty = self.penalty()
         return cross_entropy + self.config.lam * penalty, cross_entropy, penalty
 
     def check_finite(self, loss: torch.Tensor) -> None:

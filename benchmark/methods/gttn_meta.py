@@ -24,7 +24,7 @@ from torch.func import functional_call, grad
 from ..config import TrainConfig
 from ..nets import NetworkSpec
 from ..norms import gttn_subsets, gttn_weighted_norm
-from .base import MultiTaskModule, register, task_losses
+from .base import MultiTaskModule, divergence_reported, flattening_weight_state, register, task_losses
 
 PARAMETERS = ("holdout", "outer_lr", "outer_every")
 
@@ -91,7 +91,9 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
         inner, outer = self.optimizers()
         if self.inner_steps % self.outer_every == 0:
             outer.zero_grad()
-            for beta, hyper in zip(self.logits, self.hypergradient(batch)):
+            with divergence_reported(self.name):
+                hypergradient = self.hypergradient(batch)
+            for beta, hyper in zip(self.logits, hypergradient):
                 beta.grad = hyper
             outer.step()
         loss, cross_entropy, penalty = self.objective(batch)
@@ -104,8 +106,4 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
         return loss.detach()
 
     def logged_state(self) -> dict[str, float]:
-        state = {}
-        for index, (layer, alpha) in enumerate(zip(self.stacked_layers(), self.alphas())):
-            for subset, value in zip(gttn_subsets(tuple(layer.weight.shape)), alpha.tolist()):
-                state[f"alpha/layer{index}/{'-'.join(map(str, subset))}"] = value
-        return state
+        return flattening_weight_state(self.stacked_layers(), [alpha.detach() for alpha in self.alphas()])

@@ -13,8 +13,8 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..nets import NetworkSpec
-from ..norms import gttn_subsets, regulariser
-from .base import MultiTaskModule, register
+from ..norms import regulariser
+from .base import MultiTaskModule, flattening_weight_state, register
 
 
 class TraceNormMethod(MultiTaskModule):
@@ -31,13 +31,9 @@ class TraceNormMethod(MultiTaskModule):
         return sum(reg(layer.weight) for reg, layer in zip(self.regularisers, self.stacked_layers()))
 
     def logged_state(self) -> dict[str, float]:
-        state = {}
-        for index, (reg, layer) in enumerate(zip(self.regularisers, self.stacked_layers())):
-            weights = reg.flattening_weights()
-            if weights is not None:
-                for subset, alpha in zip(gttn_subsets(tuple(layer.weight.shape)), weights.tolist()):
-                    state[f"alpha/layer{index}/{'-'.join(map(str, subset))}"] = alpha
-        return state
+        learned = [(layer, reg.flattening_weights()) for reg, layer in zip(self.regularisers, self.stacked_layers())]
+        learned = [(layer, w) for layer, w in learned if w is not None]
+        return flattening_weight_state([layer for layer, _ in learned], [w for _, w in learned])
 
 
 def _trace_norm_method(method: str, doc: str) -> type[TraceNormMethod]:
