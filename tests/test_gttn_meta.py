@@ -12,6 +12,7 @@ import torch
 from benchmark.config import TrainConfig
 from benchmark.data import MultiTaskDataModule, dataset_source
 from benchmark.methods import method_class
+from benchmark.methods.base import task_losses
 from benchmark.train import train
 
 TINY = {"n_tasks": 3, "n_features": 6, "n_classes": 3, "samples_per_task": 40}
@@ -53,8 +54,6 @@ def test_hypergradient_matches_finite_differences_of_the_unrolled_objective() ->
         with torch.no_grad():
             for p, g in zip(module.network.parameters(), grads):
                 p -= module.config.lr * g
-            from benchmark.methods.base import task_losses
-
             value = task_losses(module.network(batch["holdout_x"]), batch["holdout_y"]).sum().item()
             for p, o in zip(module.network.parameters(), originals):
                 p.copy_(o)

@@ -45,6 +45,13 @@ def test_registry_equals_the_readme_methods_table() -> None:
     assert len(method_names()) == 14
 
 
+def test_method_parameters_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"laf_tf takes parameter\(s\) \['eps', 'rank', 'prefit_epochs'\], not \['k'\]"):
+        built_module(tiny_config("laf_tf", method_params={"k": 2}))
+    with pytest.raises(ValueError, match="laf_i takes parameter.*axis.*not.*'d'"):
+        built_module(tiny_config("laf_i", method_params={"d": 2}))
+
+
 def test_unknown_method_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="unknown method 'tuckr'.*gttn_meta.*tucker"):
         method_class("tuckr")
@@ -68,8 +75,7 @@ def test_penalty_is_finite_and_pulls_on_every_regularised_weight(method: str) ->
     module, data = built_module(tiny_config(method))
     loss, _, penalty = module.objective(next(iter(data.train_dataloader())))
     assert torch.isfinite(loss) and penalty > 0
-    regularised = [layer.weight for layer in module.network.shareable_layers() if layer.stacked or method in ("stl", "dmtl")]
-    grads = torch.autograd.grad(penalty, regularised)
+    grads = torch.autograd.grad(penalty, [layer.weight for layer in module.stacked_layers()])
     assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
@@ -78,6 +84,8 @@ def test_dmtl_shares_the_hidden_layer_and_stl_does_not() -> None:
     stl, _ = built_module(tiny_config("stl"))
     assert not dmtl.network.hidden.stacked and dmtl.network.hidden.weight.shape == (6, 8)
     assert stl.network.hidden.weight.shape == (6, 8, 3)
+    (shared_grad,) = torch.autograd.grad(dmtl.penalty(), [dmtl.network.hidden.weight])
+    assert shared_grad.abs().sum() > 0  # the shared layer is weight-decayed too
 
 
 def test_layers_head_leaves_the_shared_hidden_layer_unregularised() -> None:
@@ -85,7 +93,7 @@ def test_layers_head_leaves_the_shared_hidden_layer_unregularised() -> None:
     assert [tuple(layer.weight.shape) for layer in module.stacked_layers()] == [(8, 3, 3)]
 
 
-def test_laf_tf_factorises_the_stl_fit_at_the_requested_error(tmp_path: Path) -> None:
+def test_laf_tf_factorises_the_stl_fit_at_the_requested_error() -> None:
     config = tiny_config("laf_tf", method_params={"eps": 0.5, "prefit_epochs": 2})
     result = train(config, Path("."), None, progress=False)
     ranks = [v for k, v in result.record["method_state"].items() if k.startswith("rank/")]

@@ -61,6 +61,12 @@ def method_class(name: str) -> type[MultiTaskModule]:
         raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}") from None
 
 
+def check_parameters(method: str, params: Mapping[str, Any], accepted: tuple[str, ...]) -> None:
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"{method} takes parameter(s) {list(accepted)}, not {unknown}")
+
+
 def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per task of a (T, B, C) batch; label -1 marks padding."""
     per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp_min(0), reduction="none")

@@ -24,7 +24,7 @@ from torch.func import functional_call, grad
 from ..config import TrainConfig
 from ..nets import NetworkSpec
 from ..norms import gttn_subsets, gttn_weighted_norm
-from .base import MultiTaskModule, divergence_reported, flattening_weight_state, register, task_losses
+from .base import MultiTaskModule, check_parameters, divergence_reported, flattening_weight_state, register, task_losses
 
 PARAMETERS = ("holdout", "outer_lr", "outer_every")
 
@@ -34,9 +34,7 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
         params = config.method_params
-        unknown = set(params) - set(PARAMETERS)
-        if unknown:
-            raise ValueError(f"gttn_meta takes parameter(s) {list(PARAMETERS)}, not {sorted(unknown)}")
+        check_parameters(self.name, params, PARAMETERS)
         self.outer_lr = float(params.get("outer_lr", 0.04))
         self.outer_every = int(params.get("outer_every", 5))
         self.automatic_optimization = False

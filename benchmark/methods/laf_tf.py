@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from ..config import TrainConfig
 from ..nets import NetworkSpec
-from .base import MultiTaskModule, register, task_losses
+from .base import MultiTaskModule, check_parameters, register, task_losses
 
 
 def truncation_rank(singular_values: torch.Tensor, eps: float) -> int:
@@ -53,9 +53,7 @@ class LastAxisFactorisation(MultiTaskModule):
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
         params: Mapping[str, Any] = config.method_params
-        unknown = set(params) - {"eps", "rank", "prefit_epochs"}
-        if unknown:
-            raise ValueError(f"laf_tf takes parameter(s) ['eps', 'rank', 'prefit_epochs'], not {sorted(unknown)}")
+        check_parameters(self.name, params, ("eps", "rank", "prefit_epochs"))
         self.eps = float(params.get("eps", 0.1))
         self.fixed_rank = params.get("rank")
         self.prefit_epochs = int(params.get("prefit_epochs", 5))
