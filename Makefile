@@ -5,7 +5,17 @@ BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install test clean
+# `make sweep` options: any may be left out (the plan in sweeps/<DATASET>.yaml decides).
+DATASET ?= synthetic
+METHODS ?=
+TRIALS  ?=
+WORKERS ?=
+GPUS    ?=
+STORAGE ?=
+DATA_DIR ?=
+WANDB_RUNS := $(wildcard results/wandb/offline-run-*)
+
+.PHONY: help install test sweep sync clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +29,14 @@ install: $(BIN)/python ## create .venv and install the suite with its test extra
 
 test: ## run the test suite
 	WANDB_MODE=disabled $(BIN)/python -m pytest
+
+sweep: ## Optuna sweep + final runs: DATASET= METHODS= TRIALS= WORKERS= GPUS= STORAGE= DATA_DIR=
+	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(METHODS),--methods $(METHODS)) \
+		$(if $(TRIALS),--trials $(TRIALS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
+		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+sync: ## upload the offline W&B runs in results/wandb (after `wandb login`); synced runs are skipped
+	$(if $(WANDB_RUNS),$(BIN)/wandb sync --yes $(WANDB_RUNS),@echo "no offline W&B runs in results/wandb")
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -65,6 +65,31 @@ def _print_summary(record: dict) -> None:
     print(f"  wall time {record['wall_time_s']:.1f} s")
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .data import DataUnavailableError, dataset_source
+    from .sweep_plan import SweepPlan
+
+    data_dir = args.data_dir or default_data_dir()
+    protocol = {"train_ratio": [float(r) for r in _comma_list(args.train_ratio)]} if args.train_ratio else None
+    try:
+        plan = SweepPlan.load(
+            args.dataset, args.sweeps_dir, methods=args.methods, trials=args.trials,
+            final_seeds=tuple(int(s) for s in _comma_list(args.final_seeds)) if args.final_seeds else None,
+            protocol=protocol,
+        )
+        dataset_source(plan.dataset).verify(data_dir)
+    except (ValueError, DataUnavailableError, OSError) as error:
+        print(f"mtlbench sweep: {error}", file=sys.stderr)
+        return 2
+    from .sweep_runner import run_sweep
+
+    return run_sweep(plan, args, data_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlbench", description="Tensor-trace-norm deep multi-task learning benchmark."
@@ -95,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=Path("results/runs"), help="where records go")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
+
+    sweep = commands.add_parser(
+        "sweep", help="Optuna search of lambda and hidden per method, then final runs of the best",
+        description="Runs the plan sweeps/<dataset>.yaml (over sweeps/default.yaml). Run the same "
+        "command again to continue; run it on several machines against one --storage to share the work.",
+    )
+    sweep.add_argument("--dataset", default="synthetic", help="dataset name (default synthetic)")
+    sweep.add_argument("--methods", help="all, or a comma-separated list (default: the plan's)")
+    sweep.add_argument("--trials", type=int, help="search trials per method (default: the plan's)")
+    sweep.add_argument("--final-seeds", help="comma-separated seeds of the final runs (default: the plan's)")
+    sweep.add_argument("--train-ratio", help="comma-separated train ratios, one study each (default: the plan's)")
+    sweep.add_argument("--workers", type=int, help="worker processes on this machine (default 1, or one per GPU)")
+    sweep.add_argument("--gpus", help="comma-separated GPU ids; worker i sees only gpus[i mod n]")
+    sweep.add_argument("--storage", default=None,
+                       help="Optuna storage: an RDB URL (sqlite:///..., postgresql://user:pw@host/db) or a "
+                       "journal file path (default sqlite:///results/optuna.db)")
+    sweep.add_argument("--sweeps-dir", type=Path, help="where the plans are (default sweeps/)")
+    sweep.add_argument("--data-dir", type=Path, help=data_help)
+    sweep.add_argument("--out", type=Path, default=Path("results/runs"), help="where records go")
+    sweep.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set for spawned workers
+    sweep.set_defaults(handler=_sweep)
     return parser
 
 

@@ -1,19 +1,34 @@
-"""Run records: one JSON file per finished run, written atomically (DESIGN.md: results live in files).
+"""Run tracking: one JSON record per finished run, and the W&B run beside it.
 
-W&B is a view of these records and arrives with the sweeps; the records are the source of truth.
+Results live in files (DESIGN.md): every finished run writes one record, atomically; the
+leaderboard is rebuilt from those records alone. W&B is a view of the same runs, for the
+dashboard. This module is the only one that talks to W&B: ``mtlbench train`` and every sweep
+trial and final run open their W&B run through :func:`wandb_run`.
+
+W&B never stops a run: with no API key the run is written offline (``make sync`` uploads it
+later), an online start that fails falls back to offline, and an offline start that fails
+falls back to a disabled run, with a warning each time.
 """
 
 from __future__ import annotations
 
 import json
+import netrc
 import os
 import platform
 import subprocess
 import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+WANDB_PROJECT = "mtl-trace-norm-benchmark"  # overridden by $WANDB_PROJECT
+WANDB_ROOT = Path("results")  # runs land in results/wandb/; overridden by $WANDB_DIR
 
 PACKAGES = ("torch", "lightning", "numpy", "optuna", "wandb", "mtl-trace-norm-benchmark")
 
@@ -55,3 +70,76 @@ def write_json_atomic(path: Path, payload: Any) -> Path:
 
 def record_path(out_dir: Path, dataset: str, method: str, run_id: str) -> Path:
     return Path(out_dir) / dataset / method / f"{run_id}.json"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where a run appears in W&B: its job type (train, sweep, final), group and name."""
+
+    job_type: str = "train"
+    group: str | None = None
+    name: str | None = None
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    """``$WANDB_MODE`` when set; else online with an API key (``wandb login``), offline without."""
+    return os.environ.get("WANDB_MODE") or ("online" if _has_wandb_key() else "offline")
+
+
+def _start_wandb(tracking: Tracking, config: Mapping, tags: Sequence[str]):
+    import wandb
+
+    directory = Path(os.environ.get("WANDB_DIR") or WANDB_ROOT)
+    directory.mkdir(parents=True, exist_ok=True)
+    arguments = dict(
+        project=os.environ.get("WANDB_PROJECT") or WANDB_PROJECT,
+        dir=str(directory),
+        group=tracking.group,
+        job_type=tracking.job_type,
+        name=tracking.name,
+        tags=list(tags),
+        config=dict(config),
+        reinit="create_new",  # several runs in one process (sweep workers) must not share one
+        settings=wandb.Settings(silent=True, console="off", init_timeout=60, x_disable_stats=True),
+    )
+    fallbacks = {"online": "offline", "offline": "disabled"}
+    mode = wandb_mode()
+    while True:
+        try:
+            return wandb.init(mode=mode, **arguments)
+        except Exception as error:  # W&B unreachable or misconfigured must not cost the run
+            if mode not in fallbacks:
+                raise
+            warnings.warn(f"W&B {mode} start failed ({error}); continuing {fallbacks[mode]}", stacklevel=3)
+            mode = fallbacks[mode]
+
+
+@contextmanager
+def wandb_run(tracking: Tracking, config: Mapping, tags: Sequence[str]) -> Iterator:
+    """One W&B run for the body; always finished, and marked with the exception that ended it.
+
+    The summary's ``status`` says how the run ended (``finished``, ``TrialPruned``,
+    ``DivergedError``, ``KeyboardInterrupt``, ...), so failed trials are visible in the dashboard.
+    """
+    run = _start_wandb(tracking, config, tags)
+    status, exit_code = "finished", 0
+    try:
+        yield run
+    except BaseException as error:
+        status, exit_code = type(error).__name__, 1
+        raise
+    finally:
+        try:
+            run.summary["status"] = status
+            run.finish(exit_code=exit_code)
+        except Exception as error:  # finishing is best effort: the record is what counts
+            warnings.warn(f"W&B run did not finish cleanly: {error}", stacklevel=2)

@@ -1,4 +1,9 @@
-"""One training run: data, method, epoch selection on validation, test once, one JSON record."""
+"""One training run: data, method, epoch selection on validation, test once, one JSON record.
+
+The same function serves ``mtlbench train``, every sweep trial and every final run; each is one
+W&B run (:mod:`benchmark.tracking`) logging what the module logs (train loss, penalty, per-task
+validation metrics, learned flattening weights), with the selected epoch's metrics as summary.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,18 @@ import lightning as L
 import torch
 
 from .config import TrainConfig
-from .data import MultiTaskDataModule, dataset_source
+from .data import MultiTaskDataModule, MultiTaskDataset, dataset_source
 from .methods import MultiTaskModule, method_class
-from .tracking import git_revision, new_run_id, package_versions, record_path, write_json_atomic
+from .norms import mode_flattening, trace_norm
+from .tracking import (
+    Tracking,
+    git_revision,
+    new_run_id,
+    package_versions,
+    record_path,
+    wandb_run,
+    write_json_atomic,
+)
 
 
 class BestEpoch(L.Callback):
@@ -48,6 +62,42 @@ class BestEpoch(L.Callback):
             module.load_state_dict(self.best_state)
 
 
+def task_trace_norms(module: MultiTaskModule) -> dict[str, float]:
+    """||W_(T)||_* of each stacked layer (``layer<i>`` as in the GTTN weight keys).
+
+    The trace norm of the task-axis flattening: the smaller, the more the tasks' weights lie in
+    a shared low-dimensional span.
+    """
+    with torch.no_grad():
+        return {
+            f"layer{index}": float(trace_norm(mode_flattening(layer.weight.ndim, -1).apply(layer.weight)))
+            for index, layer in enumerate(module.stacked_layers())
+        }
+
+
+class InitialNorms(L.Callback):
+    """Task-flattening trace norms at the start of training, after any method-specific setup."""
+
+    def __init__(self) -> None:
+        self.norms: dict[str, float] = {}
+
+    def on_train_start(self, trainer: L.Trainer, module: MultiTaskModule) -> None:
+        self.norms = task_trace_norms(module)
+
+
+def sharing_strength(initial: dict[str, float], selected: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per stacked layer: 1 - ||W_(T)||_* selected / ||W_(T)||_* initial (TNRDMTL's sharing by layer).
+
+    0: the task weights are as unrelated as at initialisation; towards 1: they collapse onto a
+    shared span. Negative when training spread them further apart.
+    """
+    return {
+        layer: {"initial": initial[layer], "selected": selected[layer],
+                "strength": 1 - selected[layer] / initial[layer] if initial[layer] > 0 else 0.0}
+        for layer in initial
+    }
+
+
 @dataclass
 class RunResult:
     record: dict[str, Any]
@@ -60,6 +110,8 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # lightning 2.6 internal
+    # Epoch metrics are what we log; step logging on small datasets is not worth a warning.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
 
@@ -71,12 +123,51 @@ def train(
     progress: bool = True,
     accelerator: str = "auto",
     callbacks: list[L.Callback] | None = None,
+    tracking: Tracking = Tracking(),
+    record_fields: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Train ``config.method`` on ``config.dataset``; write the record under ``out_dir`` (None: don't)."""
+    """Train ``config.method`` on ``config.dataset``; write the record under ``out_dir`` (None: don't).
+
+    ``record_fields`` are added to the record (a sweep adds its study and trial number).
+    """
     _quiet_lightning()
     module_class = method_class(config.method)
     source = dataset_source(config.dataset)
     dataset = source.load(Path(data_dir), **config.dataset_params)
+    with wandb_run(tracking, config.to_dict(), tags=[config.dataset, config.method]) as run:
+        result = _fit_and_test(config, module_class, dataset, out_dir, progress, accelerator, callbacks, run)
+        result.record.update(record_fields or {}, wandb_run_id=run.id, job=tracking.job_type)
+        run.summary.update(_summary(result.record))
+    if result.path is not None:
+        write_json_atomic(result.path, result.record)
+    return result
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The selected epoch's metrics, under the same keys the epochs were logged with."""
+    summary = {key: record[key] for key in ("selection", "selected_epoch", "run_id")}
+    summary["val/acc_mean"] = record["val_acc_mean"]
+    summary["test/acc_mean"] = record["test_acc_mean"]
+    summary["test/err_mean"] = record["test_err_mean"]
+    for task, metrics in record["tasks"].items():
+        summary[f"val/{task}/acc"] = metrics["val_acc"]
+        summary[f"test/{task}/acc"] = metrics["test_acc"]
+        summary[f"test/{task}/err"] = metrics["test_err"]
+    return summary
+
+
+def _fit_and_test(
+    config: TrainConfig,
+    module_class: type[MultiTaskModule],
+    dataset: MultiTaskDataset,
+    out_dir: Path | None,
+    progress: bool,
+    accelerator: str,
+    callbacks: list[L.Callback] | None,
+    run: Any,
+) -> RunResult:
+    from lightning.pytorch.loggers import WandbLogger
+
     started = time.perf_counter()
     L.seed_everything(config.seed, verbose=False)
     data = MultiTaskDataModule(
@@ -89,18 +180,18 @@ def train(
         holdout_ratio=module_class.holdout_ratio(config.method_params),
     )
     module = module_class(data.network_spec, config, dataset.task_names)
-    selector = BestEpoch()
+    selector, initial = BestEpoch(), InitialNorms()
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
         accelerator=accelerator,
         devices=1,
-        logger=False,
+        logger=WandbLogger(experiment=run),
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if data.has_validation else 0,
-        callbacks=[selector, *(callbacks or [])],
+        callbacks=[selector, initial, *(callbacks or [])],
     )
     trainer.fit(module, datamodule=data)
     if data.has_validation:
@@ -110,6 +201,7 @@ def train(
         selection, selected_epoch = "fixed_budget_last_epoch", config.max_epochs - 1
     trainer.test(module, datamodule=data, verbose=False)
     record = _record(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
+    record["sharing"] = sharing_strength(initial.norms, task_trace_norms(module))
     result = RunResult(record, history=selector.history)
     if out_dir is not None:
         result.path = record_path(out_dir, config.dataset, config.method, record["run_id"])
@@ -117,7 +209,6 @@ def train(
         split_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(data.split_indices(), split_path)
         record["split_file"] = split_path.name
-        write_json_atomic(result.path, record)
     return result
 
 
@@ -141,7 +232,6 @@ def _record(
     }
     return {
         "run_id": new_run_id(config.seed),
-        "job": "train",
         "dataset": config.dataset,
         "method": config.method,
         "config": config.to_dict(),

@@ -1,0 +1,444 @@
+"""Optuna sweeps: search lambda and hidden per method, then re-run the best on new splits.
+
+Every (dataset, method, protocol) has a *search* study, whose objective is the mean validation
+error of the selected epoch, and a *final* study, one trial per final seed with the best search
+configuration. Both live in one Optuna storage (SQLite under ``results/`` by default; any RDB URL
+or a journal file for several machines), so any number of worker processes, on one machine or
+many, run the same command against the same storage and share the work.
+
+How the work is shared without a coordinator:
+
+- A *fresh* trial takes the next free position of its study: its position is the number of
+  fresh trials numbered below it (Optuna numbers trials atomically). Position k < budget runs
+  (in a final study, with final seed k); a trial past the budget, created only when two
+  workers ask at the same moment, is closed at once as ``skipped`` and runs nothing.
+- A trial whose process died (killed, machine lost) is failed and re-queued with the same
+  parameters as a *retry* (``retry_of``): on this host found by its dead process id, on other
+  hosts by Optuna's heartbeat (RDB storages). Finished trials are never re-run, and a study is
+  done when every position is settled and nothing is running.
+- A trial that raises or diverges is recorded as failed with its reason and counts as settled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .sweep_plan import SweepPlan
+from .tracking import Tracking
+
+DEFAULT_STORAGE = "sqlite:///results/optuna.db"
+HEARTBEAT_INTERVAL_S = 60  # RDB storages: a trial whose process is silent for the grace period
+HEARTBEAT_GRACE_S = 180  # ... is failed and re-queued by the next worker that looks
+SEARCH, FINAL = "search", "final"
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a worker: its running trial is re-queued, then it exits.
+
+    A BaseException, so that neither Lightning nor Optuna records it as an ordinary failure.
+    """
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+class SkippedTrial(Exception):
+    """A fresh trial created past its study's budget (two workers asked at once): runs nothing."""
+
+
+# ---- storage ---------------------------------------------------------------------------------
+
+
+def open_storage(url: str = DEFAULT_STORAGE) -> optuna.storages.BaseStorage:
+    """An RDB URL (``sqlite:///``, ``postgresql://``, ``mysql://``) or the path of a journal file."""
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        # Several local workers write one file: wait for the lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_S,
+            heartbeat_stale_trial_callback=requeue,
+        )
+
+
+def storage_label(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if sep and at and ":" in credentials:
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+# ---- trial bookkeeping -----------------------------------------------------------------------
+
+
+def _is_fresh(trial: FrozenTrial) -> bool:
+    return "retry_of" not in trial.user_attrs
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed-by-interruption trial again, with the same parameters (and final seed)."""
+    carried = {k: trial.user_attrs[k] for k in ("seed",) if k in trial.user_attrs}
+    study.enqueue_trial(trial.params, user_attrs={**carried, "retry_of": trial.number})
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def recover_interrupted(study: optuna.Study, only_pid: int | None = None) -> list[int]:
+    """Fail and re-queue this host's running trials whose process is gone (or is ``only_pid``)."""
+    host = socket.gethostname()
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("worker") or {}
+        if owner.get("host") != host:
+            continue
+        if only_pid is not None and owner.get("pid") != only_pid:
+            continue
+        if only_pid is None and _process_alive(int(owner.get("pid", -1))):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first and re-queued it
+        requeue(study, trial)
+        recovered.append(trial.number)
+    return recovered
+
+
+def _recover_all(study: optuna.Study) -> None:
+    """Re-queue trials of dead processes: this host's at once, other hosts' by heartbeat."""
+    recover_interrupted(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # no-op for storages without a heartbeat
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """Where one study stands; ``settled`` counts fresh positions that are finished for good."""
+
+    budget: int
+    fresh: int  # fresh trials created, settled or running
+    settled: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+
+    @property
+    def can_start(self) -> bool:
+        return self.waiting > 0 or self.fresh < self.budget
+
+    @property
+    def done(self) -> bool:
+        return self.settled >= self.budget and self.running == 0 and self.waiting == 0
+
+
+def study_progress(study: optuna.Study, budget: int) -> StudyProgress:
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    counted = [t for t in trials if t.number not in retried and "skipped" not in t.user_attrs]
+    finished = [t for t in counted if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+    return StudyProgress(
+        budget=budget,
+        fresh=sum(1 for t in trials if _is_fresh(t) and "skipped" not in t.user_attrs and t.state != TrialState.WAITING),
+        settled=len(finished),
+        complete=sum(1 for t in finished if t.state == TrialState.COMPLETE),
+        pruned=sum(1 for t in finished if t.state == TrialState.PRUNED),
+        failed=sum(1 for t in finished if t.state == TrialState.FAIL),
+        running=sum(1 for t in counted if t.state == TrialState.RUNNING),
+        waiting=sum(1 for t in counted if t.state == TrialState.WAITING),
+    )
+
+
+def _claim(trial: optuna.Trial, budget: int) -> int | None:
+    """Mark the trial as this process's; return its fresh position (None for a retry)."""
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+    if "retry_of" in trial.user_attrs:
+        return None
+    earlier = [
+        t for t in trial.study.get_trials(deepcopy=False)
+        if t.number < trial.number and _is_fresh(t) and t.state != TrialState.WAITING and "skipped" not in t.user_attrs
+    ]
+    if len(earlier) >= budget:
+        trial.set_user_attr("skipped", "budget already taken by other workers")
+        raise SkippedTrial(f"trial {trial.number}: all {budget} positions are taken")
+    return len(earlier)
+
+
+# ---- the studies of one method ---------------------------------------------------------------
+
+
+class ValidationPruning(L.Callback):
+    """Reports the best validation error so far each epoch; stops the trial if Optuna prunes it."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.best_error = float("inf")
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.best_error = min(self.best_error, 1 - module.epoch_metrics["val"]["val/acc_mean"])
+        self.trial.report(self.best_error, trainer.current_epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {trainer.current_epoch}: best val error {self.best_error:.4f}")
+
+
+def _pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    spec = dict(spec)
+    kind = spec.pop("name", "median")
+    pruners = {"median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
+    if kind not in pruners:
+        raise ValueError(f"pruner.name {kind!r}; valid: {', '.join(pruners)}")
+    return pruners[kind](**spec)
+
+
+@dataclass
+class MethodStudies:
+    """The search and final studies of one method at one train ratio."""
+
+    plan: SweepPlan
+    method: str
+    train_ratio: float
+    storage: optuna.storages.BaseStorage
+
+    @property
+    def search_name(self) -> str:
+        return self.plan.study_name(self.method, self.train_ratio)
+
+    def search_study(self, sampler_seed: int | None = None) -> optuna.Study:
+        return optuna.create_study(
+            storage=self.storage,
+            study_name=self.search_name,
+            direction="minimize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+            pruner=_pruner(dict(self.plan.pruner)),
+        )
+
+    def best_trial(self) -> FrozenTrial | None:
+        complete = self.search_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return min(complete, key=lambda t: (t.value, t.number)) if complete else None
+
+    def final_study(self, best: FrozenTrial, create: bool = True) -> optuna.Study | None:
+        """The final runs of ``best``; None when not created yet and ``create`` is False.
+
+        Named after the best trial: more search trials that find a better one start new finals.
+        Only a worker whose search is done creates it, so watching progress creates nothing.
+        """
+        name = f"{self.search_name}/final/t{best.number}"
+        if create:
+            return optuna.create_study(storage=self.storage, study_name=name, direction="minimize", load_if_exists=True)
+        try:
+            return optuna.load_study(study_name=name, storage=self.storage)
+        except KeyError:
+            return None
+
+    def search_progress(self) -> StudyProgress:
+        return study_progress(self.search_study(), self.plan.trials)
+
+    def final_progress(self) -> StudyProgress | None:
+        best = self.best_trial()
+        study = None if best is None else self.final_study(best, create=False)
+        return None if study is None else study_progress(study, len(self.plan.final_seeds))
+
+
+# ---- running trials --------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """Runs trials of a plan until none is left to start; one per process."""
+
+    plan: SweepPlan
+    storage_url: str
+    data_dir: Path
+    out_dir: Path
+    index: int = 0
+    report: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.storage = open_storage(self.storage_url)
+        self.studies = [
+            MethodStudies(self.plan, method, ratio, self.storage)
+            for ratio in self.plan.train_ratios for method in self.plan.methods
+        ]
+
+    def run(self) -> None:
+        """Search every method first (so workers spread over them), then the finals.
+
+        A study other workers are still busy with is left for later; the worker waits only when
+        every remaining study is blocked, and exits when all are done.
+        """
+        for studies in self.studies:
+            while self._step_search(studies) == "ran":
+                pass
+        pending = list(self.studies)
+        last_notice = 0.0
+        while pending:
+            states = {id(s): self._step(s) for s in pending}
+            pending = [s for s in pending if states[id(s)] != "done"]
+            if pending and "ran" not in states.values():
+                if time.monotonic() - last_notice > 60:
+                    names = ", ".join(s.method for s in pending)
+                    self.report(f"[w{self.index}] waiting for trials other workers are running ({names})")
+                    last_notice = time.monotonic()
+                time.sleep(2)
+
+    # Each step runs at most one trial and returns "ran", "blocked" (others are busy) or "done".
+    def _step_search(self, studies: MethodStudies) -> str:
+        study = self._sampler_study(studies)
+        _recover_all(study)
+        progress = study_progress(study, self.plan.trials)
+        if progress.can_start:
+            self._run_one(study, lambda trial: self._search_objective(studies, trial))
+            return "ran"
+        return "done" if progress.done else "blocked"
+
+    def _step(self, studies: MethodStudies) -> str:
+        search_state = self._step_search(studies)  # a re-queued search trial comes first
+        if search_state != "done":
+            return search_state
+        best = studies.best_trial()
+        if best is None:
+            return "done"  # every search trial failed: reported in the table, nothing to re-run
+        study = studies.final_study(best)
+        _recover_all(study)
+        progress = study_progress(study, len(self.plan.final_seeds))
+        if progress.can_start:
+            self._run_one(study, lambda trial: self._final_objective(studies, best, trial))
+            return "ran"
+        return "done" if progress.done else "blocked"
+
+    def _sampler_study(self, studies: MethodStudies) -> optuna.Study:
+        # A sampler seed that differs per worker and per resumed run: workers started together
+        # must not propose the same first parameters, nor a resumed run repeat its first ones.
+        existing = len(studies.search_study().get_trials(deepcopy=False))
+        return studies.search_study(sampler_seed=self.plan.search_seed * 100_003 + self.index * 1009 + existing)
+
+    def _run_one(self, study: optuna.Study, objective: Callable[[optuna.Trial], float]) -> None:
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except (Interrupted, SystemExit, KeyboardInterrupt):
+            requeued = recover_interrupted(study, only_pid=os.getpid())
+            self.report(f"interrupted: trial(s) {requeued} of {study.study_name} queued again")
+            raise
+
+    def _search_objective(self, studies: MethodStudies, trial: optuna.Trial) -> float:
+        _claim(trial, self.plan.trials)
+        searched = {d.name: d.suggest(trial) for d in self.plan.search}
+        config = self.plan.config(studies.method, studies.train_ratio, seed=self.plan.search_seed, **searched)
+        with self._reported(trial, studies, "trial", searched):
+            result = self._train(config, trial, "sweep", [ValidationPruning(trial)])
+        return 1 - result.record["val_acc_mean"]
+
+    def _final_objective(self, studies: MethodStudies, best: FrozenTrial, trial: optuna.Trial) -> float:
+        position = _claim(trial, len(self.plan.final_seeds))
+        seed = trial.user_attrs["seed"] if position is None else self.plan.final_seeds[position]
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("best_trial", best.number)
+        config = self.plan.config(studies.method, studies.train_ratio, seed=seed, **best.params)
+        with self._reported(trial, studies, f"final seed {seed}", best.params):
+            result = self._train(config, trial, "final", [])
+        trial.set_user_attr("test_err_mean", result.record["test_err_mean"])
+        return 1 - result.record["val_acc_mean"]
+
+    def _train(self, config: Any, trial: optuna.Trial, job: str, callbacks: list[L.Callback]) -> Any:
+        from .train import train
+
+        study_name = trial.study.study_name
+        result = train(
+            config, self.data_dir, self.out_dir, progress=False, callbacks=callbacks,
+            tracking=Tracking(job_type=job, group=study_name, name=f"{config.method}-{job}-t{trial.number}"),
+            record_fields={"study": study_name, "trial": trial.number, "storage": storage_label(self.storage_url)},
+        )
+        trial.set_user_attr("record", str(result.path))
+        return result
+
+    @contextmanager
+    def _reported(self, trial: optuna.Trial, studies: MethodStudies, what: str, params: dict[str, Any]) -> Iterator[None]:
+        started = time.perf_counter()
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        label = f"[w{self.index}] {studies.method} r{studies.train_ratio:g} {what} (#{trial.number}, {shown})"
+        try:
+            yield
+        except optuna.TrialPruned as pruned:
+            self.report(f"{label}: pruned ({pruned})")
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr("fail_reason", reason[:2000])
+            self.report(f"{label}: FAILED, {reason}")
+            raise
+        self.report(f"{label}: done in {time.perf_counter() - started:.1f} s")
+
+
+# ---- entry points -----------------------------------------------------------------------
+
+
+def prepare(plan: SweepPlan, storage_url: str) -> list[MethodStudies]:
+    """Create every search study once, before workers start (two processes creating a fresh
+    SQLite file at once can crash one), and re-queue this host's trials whose process died."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url)
+    studies = [MethodStudies(plan, m, r, storage) for r in plan.train_ratios for m in plan.methods]
+    for method_studies in studies:
+        recover_interrupted(method_studies.search_study())
+    return studies
+
+
+@contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the body; the old handlers come back after."""
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_worker(plan: SweepPlan, storage_url: str, data_dir: Path, out_dir: Path, index: int,
+               report: Callable[[str], None] = print) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with interrupts_raised():
+        Worker(plan, storage_url, data_dir, out_dir, index, report).run()

@@ -1,0 +1,189 @@
+"""``mtlbench sweep``: prepares the studies, runs the workers, shows progress, prints the result.
+
+With one worker and no GPU list the trials run in this process; otherwise each worker is its own
+process (``--worker-index i``, logging to ``results/logs/``), and this process watches the
+storage and draws the progress bar. Either way, Ctrl-C or SIGTERM re-queues the running trials
+and the same command continues later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .sweep import (
+    DEFAULT_STORAGE,
+    Interrupted,
+    MethodStudies,
+    interrupts_raised,
+    prepare,
+    run_worker,
+    storage_label,
+)
+from .sweep_plan import SweepPlan
+from .tracking import wandb_mode
+
+
+def _worker_arguments(plan: SweepPlan, args: argparse.Namespace, storage_url: str, data_dir: Path) -> list[str]:
+    """The child's command line: the resolved plan, so every worker runs exactly the same one."""
+    arguments = [
+        "--dataset", plan.dataset, "--methods", ",".join(plan.methods), "--trials", str(plan.trials),
+        "--final-seeds", ",".join(map(str, plan.final_seeds)),
+        "--train-ratio", ",".join(f"{r:g}" for r in plan.train_ratios),
+        "--storage", storage_url, "--data-dir", str(data_dir), "--out", str(args.out),
+    ]
+    if args.sweeps_dir:
+        arguments += ["--sweeps-dir", str(args.sweeps_dir)]
+    return arguments
+
+
+def spawn_workers(arguments: Sequence[str], workers: int, gpus: Sequence[str], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """Start ``workers`` processes of ``mtlbench sweep --worker-index i``; worker i sees GPU gpus[i]."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes = []
+    for index in range(workers):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        log_path = log_dir / f"worker-{index}.log"
+        with open(log_path, "a") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "benchmark", "sweep", *arguments, "--worker-index", str(index)],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        processes.append((process, log_path))
+    return processes
+
+
+def total_progress(studies: Sequence[MethodStudies]) -> tuple[int, int, int]:
+    """(settled positions, all positions, running trials) over every study of the plan."""
+    settled = total = running = 0
+    for method_studies in studies:
+        search = method_studies.search_progress()
+        final = method_studies.final_progress()
+        n_seeds = len(method_studies.plan.final_seeds)
+        settled += min(search.settled, search.budget) + (min(final.settled, n_seeds) if final else 0)
+        total += search.budget + n_seeds
+        running += search.running + (final.running if final else 0)
+    return settled, total, running
+
+
+def _refresh(bar: tqdm, studies: Sequence[MethodStudies]) -> None:
+    settled, total, running = total_progress(studies)
+    bar.total = total
+    bar.n = settled
+    bar.set_postfix(running=running, refresh=False)
+    bar.refresh()
+
+
+def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
+    """Per method and ratio: the best search trial and the mean test error of its final runs."""
+    from optuna.trial import TrialState
+
+    rows = []
+    for method_studies in studies:
+        search = method_studies.search_progress()
+        best = method_studies.best_trial()
+        row: dict[str, Any] = {
+            "method": method_studies.method, "train_ratio": method_studies.train_ratio,
+            "trials": f"{search.complete}/{search.pruned}/{search.failed}",
+            "lam": None, "hidden": None, "val_err": None, "final_test_err": None, "finals": 0,
+        }
+        if best is not None:
+            row.update({k: best.params.get(k) for k in ("lam", "hidden")}, val_err=best.value)
+            final_study = method_studies.final_study(best, create=False)
+            finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
+            errors = [t.user_attrs["test_err_mean"] for t in finals if "test_err_mean" in t.user_attrs]
+            row.update(finals=len(errors), final_test_err=sum(errors) / len(errors) if errors else None)
+        rows.append(row)
+    return rows
+
+
+def format_summary(rows: Sequence[dict[str, Any]]) -> str:
+    def number(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    lines = [f"{'method':<12}{'ratio':>6}{'lambda':>11}{'hidden':>8}{'val err':>9}{'test err':>10}{'finals':>8}"
+             "   search ok/pruned/failed"]
+    for row in rows:
+        lines.append(
+            f"{row['method']:<12}{row['train_ratio']:>6g}{number(row['lam'], '.3g'):>11}"
+            f"{number(row['hidden'], 'd'):>8}{number(row['val_err'], '.4f'):>9}"
+            f"{number(row['final_test_err'], '.4f'):>10}{row['finals']:>8}   {row['trials']}"
+        )
+    return "\n".join(lines)
+
+
+def _watch(processes: list[tuple[subprocess.Popen, Path]], bar: tqdm, studies: Sequence[MethodStudies]) -> int:
+    """Draw progress until every worker exits; on an interrupt, stop the workers and wait for them."""
+    try:
+        while any(process.poll() is None for process, _ in processes):
+            _refresh(bar, studies)
+            time.sleep(2)
+    except (Interrupted, KeyboardInterrupt):
+        for process, _ in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # each worker re-queues its running trial
+        for process, _ in processes:
+            process.wait(timeout=120)
+        raise
+    failed = [(process.returncode, log) for process, log in processes if process.returncode != 0]
+    for code, log in failed:
+        tail = "\n    ".join(log.read_text().splitlines()[-15:])
+        bar.write(f"worker exited with code {code}; log {log}:\n    {tail}")
+    return 1 if failed else 0
+
+
+def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
+    storage_url = args.storage or DEFAULT_STORAGE
+    if args.worker_index is not None:  # a process spawned by the command below
+        try:
+            run_worker(plan, storage_url, data_dir, args.out, args.worker_index)
+        except Interrupted:
+            return 130
+        return 0
+
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
+    workers = args.workers or max(len(gpus), 1)
+    try:
+        studies = prepare(plan, storage_url)
+    except Exception as error:  # a wrong URL, a server down, a missing database driver
+        print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(storage_url)}: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"sweep {plan.dataset}: {len(plan.methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
+        f"{plan.trials} trials + {len(plan.final_seeds)} final seeds each, {workers} worker(s)"
+        f"{' on GPUs ' + ','.join(gpus) if gpus else ''}\n"
+        f"  storage {storage_label(storage_url)} | W&B {wandb_mode()} | data {data_dir} | records {args.out}"
+    )
+    code = 0
+    with interrupts_raised(), tqdm(total=1, desc=f"sweep {plan.dataset}", unit="run", dynamic_ncols=True) as bar:
+        _refresh(bar, studies)
+        try:
+            if workers == 1 and not gpus:
+                def report(line: str) -> None:
+                    bar.write(line)
+                    _refresh(bar, studies)
+
+                run_worker(plan, storage_url, data_dir, args.out, 0, report)
+            else:
+                log_dir = Path(args.out).parent / "logs" / f"sweep-{plan.dataset}"
+                bar.write(f"worker logs: {log_dir}/worker-<i>.log")
+                arguments = _worker_arguments(plan, args, storage_url, data_dir)
+                code = _watch(spawn_workers(arguments, workers, gpus, log_dir), bar, studies)
+        except (Interrupted, KeyboardInterrupt):
+            bar.write("interrupted: running trials were queued again; run the same command to continue")
+            return 130
+        _refresh(bar, studies)
+    print("\n" + format_summary(summary_rows(studies)))
+    print(f"\nfinal records: {args.out}/{plan.dataset}/<method>/ (job: final); `make leaderboard` tabulates them")
+    return code

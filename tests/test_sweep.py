@@ -1,0 +1,361 @@
+"""``mtlbench sweep``: plans, resuming, killed sweeps, failing trials, several workers, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from benchmark.cli import main
+from benchmark.methods import DivergedError
+from benchmark.sweep import MethodStudies, Worker, open_storage, study_progress
+from benchmark.sweep_plan import SweepPlan, sweeps_dir
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PLAN = {
+    "methods": "stl,tucker",
+    "trials": 2,
+    "search_seed": 0,
+    "final_seeds": [1],
+    "search": {"lam": {"low": 1e-3, "high": 1.0, "log": True}, "hidden": [4, 8]},
+    "protocol": {"max_epochs": 2, "dataset_params": {"n_tasks": 3, "samples_per_task": 30}},
+    "pruner": {"name": "none"},
+}
+
+
+def write_plan(directory: Path, **changes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "default.yaml").write_text(yaml.safe_dump({**TINY_PLAN, **changes}))
+    return directory
+
+
+def sweep_args(tmp_path: Path, plan_dir: Path, *extra: str) -> list[str]:
+    return [
+        "sweep", "--sweeps-dir", str(plan_dir), "--storage", f"sqlite:///{tmp_path}/optuna.db",
+        "--out", str(tmp_path / "runs"), *extra,
+    ]
+
+
+def load_plan(plan_dir: Path, methods: str | None = None) -> SweepPlan:
+    return SweepPlan.load("synthetic", plan_dir, methods=methods)
+
+
+def studies_of(plan: SweepPlan, storage_url: str) -> list[MethodStudies]:
+    storage = open_storage(storage_url)
+    return [MethodStudies(plan, m, r, storage) for r in plan.train_ratios for m in plan.methods]
+
+
+def records(out: Path, job: str) -> list[dict]:
+    found = [json.loads(p.read_text()) for p in out.glob("*/*/*.json")]
+    return [r for r in found if r["job"] == job]
+
+
+# ---- plans ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("plan_file", sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml")))
+def test_every_shipped_plan_loads(plan_file: str) -> None:
+    dataset = "synthetic" if plan_file == "default" else plan_file
+    plan = SweepPlan.load(dataset, REPO / "sweeps")
+    assert plan.methods and plan.trials >= 1 and plan.final_seeds
+    assert plan.search_seed not in plan.final_seeds
+
+
+def test_default_plan_follows_the_spec_search_space() -> None:
+    plan = SweepPlan.load("office_caltech", REPO / "sweeps")
+    (lam,) = [d for d in plan.search if d.name == "lam"]
+    (hidden,) = [d for d in plan.search if d.name == "hidden"]
+    assert (lam.low, lam.high, lam.log) == (1e-4, 10.0, True)
+    assert hidden.choices == (128, 256, 512, 1024)
+    assert sweeps_dir().joinpath("default.yaml").exists()
+
+
+def test_bad_plans_say_what_is_valid(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown key.*valid: methods"):
+        (tmp_path / "a").mkdir()
+        (tmp_path / "a" / "default.yaml").write_text("trails: 3\n")
+        load_plan(tmp_path / "a")
+    with pytest.raises(ValueError, match="unknown method.*valid: all, dmtl"):
+        load_plan(write_plan(tmp_path / "b"), methods="stl,nope")
+    with pytest.raises(ValueError, match="protocol cannot fix.*hidden"):
+        load_plan(write_plan(tmp_path / "c", protocol={"hidden": 8}))
+    with pytest.raises(ValueError, match="val_ratio must be > 0"):
+        load_plan(write_plan(tmp_path / "d", protocol={"val_ratio": 0}))
+    with pytest.raises(ValueError, match="differ from the search seed"):
+        load_plan(write_plan(tmp_path / "e", final_seeds=[0, 1]))
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        SweepPlan.load("nope", write_plan(tmp_path / "f"))
+
+
+def test_study_name_changes_with_the_protocol_not_with_the_budget(tmp_path: Path) -> None:
+    base = load_plan(write_plan(tmp_path / "a"))
+    more_trials = load_plan(write_plan(tmp_path / "b", trials=7, final_seeds=[3, 4]))
+    longer = load_plan(write_plan(tmp_path / "c", protocol={**TINY_PLAN["protocol"], "max_epochs": 3}))
+    assert base.study_name("stl", 0.5) == more_trials.study_name("stl", 0.5)
+    assert base.study_name("stl", 0.5) != longer.study_name("stl", 0.5)
+    assert base.study_name("stl", 0.5).startswith("synthetic/stl/r0.5/")
+
+
+def test_unknown_dataset_and_missing_data_fail_before_any_trial(tmp_path: Path, capsys) -> None:
+    plan_dir = write_plan(tmp_path / "plans")
+    assert main(sweep_args(tmp_path, plan_dir, "--dataset", "nope")) == 2
+    assert "valid: office_caltech" in capsys.readouterr().err
+    assert main(sweep_args(tmp_path, plan_dir, "--dataset", "omniglot", "--data-dir", str(tmp_path))) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "optuna.db").exists()
+
+
+# ---- running sweeps in this process --------------------------------------------------------
+
+
+def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Path, capsys) -> None:
+    plan_dir = write_plan(tmp_path / "plans")
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    table = capsys.readouterr().out
+    assert "stl" in table and "tucker" in table and "search ok/pruned/failed" in table
+    plan = load_plan(plan_dir)
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    first = {s.method: s.search_study().get_trials() for s in studies_of(plan, url)}
+    assert all(len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials) for trials in first.values())
+    assert len(records(tmp_path / "runs", "sweep")) == 4 and len(records(tmp_path / "runs", "final")) == 2
+
+    # Run again: nothing is left to do, nothing is re-run.
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    assert len(records(tmp_path / "runs", "sweep")) == 4 and len(records(tmp_path / "runs", "final")) == 2
+
+    # Ask for one more trial and one more final seed: the same studies continue.
+    assert main(sweep_args(tmp_path, plan_dir, "--trials", "3", "--final-seeds", "1,2")) == 0
+    for studies in studies_of(load_plan(plan_dir), url):
+        trials = studies.search_study().get_trials()
+        assert [t.number for t in trials] == [0, 1, 2]
+        assert [(t.params, t.value) for t in trials[:2]] == [(t.params, t.value) for t in first[studies.method]]
+        finals = studies.final_study(studies.best_trial()).get_trials(states=(TrialState.COMPLETE,))
+        assert sorted(t.user_attrs["seed"] for t in finals) in ([1, 2], [2])  # [2]: a new best, new finals
+    sweep_records = records(tmp_path / "runs", "sweep")
+    assert len(sweep_records) == 6
+    assert len({(r["study"], r["trial"]) for r in sweep_records}) == 6  # each trial once
+    final = records(tmp_path / "runs", "final")[0]
+    assert final["config"]["seed"] in (1, 2) and final["selection"] == "best_val_acc_mean"
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_path: Path, monkeypatch) -> None:
+    plan = load_plan(write_plan(tmp_path / "plans", trials=3, methods="tucker"))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    original = Worker._train
+    failures = {1: ValueError("boom in trial 1"), 2: DivergedError("loss is nan at epoch 0")}
+
+    def flaky_train(self, config, trial, job, callbacks):
+        if job == "sweep" and trial.number in failures:
+            raise failures[trial.number]
+        return original(self, config, trial, job, callbacks)
+
+    monkeypatch.setattr(Worker, "_train", flaky_train)
+    lines: list[str] = []
+    Worker(plan, url, Path("datasets"), tmp_path / "runs", report=lines.append).run()
+    (studies,) = studies_of(plan, url)
+    trials = studies.search_study().get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert trials[1].user_attrs["fail_reason"] == "ValueError: boom in trial 1"
+    assert trials[2].user_attrs["fail_reason"].startswith("DivergedError: loss is nan")
+    assert any("FAILED, ValueError: boom" in line for line in lines)
+    assert study_progress(studies.search_study(), 3).done
+    # The finals still run, with the one configuration that completed.
+    finals = studies.final_study(studies.best_trial()).get_trials(states=(TrialState.COMPLETE,))
+    assert len(finals) == 1 and studies.best_trial().number == 0
+
+
+def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:
+    plan = load_plan(write_plan(
+        tmp_path / "plans", trials=4, methods="stl",
+        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        protocol={**TINY_PLAN["protocol"], "max_epochs": 6},
+        search={"lam": {"low": 1e-3, "high": 1.0, "log": True}, "lr": {"low": 1e-6, "high": 1e-1, "log": True}},
+    ))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    Worker(plan, url, Path("datasets"), tmp_path / "runs", report=lambda line: None).run()
+    (studies,) = studies_of(plan, url)
+    trials = studies.search_study().get_trials()
+    assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}  # lr 1e-6 learns nothing
+    assert all(t.intermediate_values for t in trials)  # every trial reported its epochs
+    assert study_progress(studies.search_study(), 4).settled == 4
+
+
+def test_offline_wandb_run_holds_config_and_metrics(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    plan_dir = write_plan(tmp_path / "plans", trials=1, methods="gttn_var")
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    run_dirs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 2  # one search trial, one final run
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    summaries = [
+        json.loads(subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(d)],
+                                  capture_output=True, text=True, check=True).stdout)
+        for d in run_dirs
+    ]
+    by_job = {s["config"]["seed"]: s for s in summaries}
+    search, final = by_job[0], by_job[1]
+    assert search["config"]["method"] == "gttn_var" and "lam" in search["config"]
+    assert search["state"] == "finished" and search["summary"]["status"] == "finished"
+    for summary in (search, final):
+        assert 0 <= summary["summary"]["val/acc_mean"] <= 1
+        assert "train/penalty" in summary["summary"] and "val/task0/acc" in summary["summary"]
+        assert any(key.startswith("alpha/layer0/") for key in summary["summary"])  # GTTN weights
+    record = records(tmp_path / "runs", "final")[0]
+    assert final["summary"]["test/err_mean"] == pytest.approx(record["test_err_mean"])
+
+
+# ---- real processes: killed sweeps, several workers, PostgreSQL -----------------------------
+
+
+def _mtlbench(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "benchmark", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_sweep_killed_mid_trial_continues_without_losing_or_repeating_trials(tmp_path: Path) -> None:
+    # Long enough trials (a few seconds) that the kill lands inside one.
+    plan_dir = write_plan(tmp_path / "plans", trials=3, methods="stl",
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 150})
+    plan = load_plan(plan_dir)
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    process = _mtlbench(sweep_args(tmp_path, plan_dir), cwd=REPO)
+
+    def one_done_one_running() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended before it could be killed:\n{process.stdout.read()}")
+        try:
+            study = optuna.load_study(study_name=plan.study_name("stl", 0.5), storage=url)
+        except Exception:  # the storage or the study is still being created
+            return False
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        return states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states
+
+    _wait_for(one_done_one_running, 300, "a finished trial and a running one")
+    process.send_signal(signal.SIGKILL)  # no handler runs: the running trial is left RUNNING
+    process.wait()
+    before = {t.number: (t.state, t.params, t.value) for t in studies_of(plan, url)[0].search_study().get_trials()}
+    completed_before = {n: v for n, v in before.items() if v[0] == TrialState.COMPLETE}
+    killed = [n for n, v in before.items() if v[0] == TrialState.RUNNING]
+    assert len(killed) == 1
+
+    rerun = _mtlbench(sweep_args(tmp_path, plan_dir), cwd=REPO)
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    (studies,) = studies_of(plan, url)
+    trials = {t.number: t for t in studies.search_study().get_trials()}
+    for number, (state, params, value) in completed_before.items():  # nothing finished is lost
+        assert (trials[number].state, trials[number].params, trials[number].value) == (state, params, value)
+    assert trials[killed[0]].state == TrialState.FAIL  # the killed one, failed and run again
+    (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == killed[0]]
+    assert retry.state == TrialState.COMPLETE and retry.params == before[killed[0]][1]
+    progress = study_progress(studies.search_study(), 3)
+    assert progress.done and progress.complete == 3
+    sweep_records = records(tmp_path / "runs", "sweep")
+    assert sorted(r["trial"] for r in sweep_records) == sorted(  # one record per completed trial
+        t.number for t in trials.values() if t.state == TrialState.COMPLETE)
+    assert len(records(tmp_path / "runs", "final")) == 1
+
+
+def _check_two_workers(tmp_path: Path, plan: SweepPlan, url: str) -> None:
+    for studies in studies_of(plan, url):
+        trials = studies.search_study().get_trials()
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == plan.trials, [(t.number, t.state, t.user_attrs) for t in trials]
+        skipped = [t for t in trials if "skipped" in t.user_attrs]
+        assert len(trials) == plan.trials + len(skipped)
+        assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == plan.trials  # no duplicates
+        workers = {t.user_attrs["worker"]["pid"] for t in complete}
+        assert len(workers) == 2  # both workers took trials
+        finals = studies.final_study(studies.best_trial()).get_trials(states=(TrialState.COMPLETE,))
+        assert sorted(t.user_attrs["seed"] for t in finals) == list(plan.final_seeds)
+    sweep_records = records(tmp_path / "runs", "sweep")
+    assert len(sweep_records) == len({(r["study"], r["trial"]) for r in sweep_records}) == plan.trials * len(plan.methods)
+    finals = records(tmp_path / "runs", "final")
+    assert sorted((r["method"], r["seed"]) for r in finals) == sorted(
+        (m, s) for m in plan.methods for s in plan.final_seeds)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_storage_without_duplicates(tmp_path: Path) -> None:
+    plan_dir = write_plan(tmp_path / "plans", trials=4, final_seeds=[1, 2],
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 20})
+    process = _mtlbench(sweep_args(tmp_path, plan_dir, "--workers", "2"), cwd=REPO)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "worker logs:" in output
+    _check_two_workers(tmp_path, load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db")
+
+
+def _postgres_binary(name: str) -> str | None:
+    for directory in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (directory / name).exists():
+            return str(directory / name)
+    return shutil.which(name)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL cluster on loopback: initdb in a temp folder, its own port."""
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install '.[test]')")
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # The server refuses to run as root: then it runs as the postgres user, in a folder that
+    # user can reach (pytest's own temp folders are private to root).
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="mtlbench-pg-"))
+    os.chmod(root, 0o777)
+    data = root / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "bench", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=port, user="bench", dbname="postgres", autocommit=True) as db:
+            db.execute("CREATE DATABASE optuna")
+        yield f"postgresql://bench@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_against_a_real_postgresql_server(tmp_path: Path, postgres_url: str) -> None:
+    plan_dir = write_plan(tmp_path / "plans", trials=3, final_seeds=[1, 2],
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 20})
+    args = ["sweep", "--sweeps-dir", str(plan_dir), "--storage", postgres_url, "--out", str(tmp_path / "runs"),
+            "--workers", "2"]
+    process = _mtlbench(args, cwd=REPO)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    _check_two_workers(tmp_path, load_plan(plan_dir), postgres_url)
+    assert optuna.get_all_study_names(postgres_url)  # the studies live in the server
