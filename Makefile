@@ -15,7 +15,7 @@ STORAGE ?=
 DATA_DIR ?=
 WANDB_RUNS := $(wildcard results/wandb/offline-run-*)
 
-.PHONY: help install test sweep sync clean
+.PHONY: help install test sweep leaderboard sync clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ sweep: ## Optuna sweep + final runs: DATASET= METHODS= TRIALS= WORKERS= GPUS= ST
 	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+leaderboard: ## tables and plots in results/leaderboard/ from the records in results/runs/
+	$(BIN)/mtlbench leaderboard
 
 sync: ## upload the offline W&B runs in results/wandb (after `wandb login`); synced runs are skipped
 	$(if $(WANDB_RUNS),$(BIN)/wandb sync --yes $(WANDB_RUNS),@echo "no offline W&B runs in results/wandb")

@@ -90,6 +90,25 @@ def _sweep(args: argparse.Namespace) -> int:
     return run_sweep(plan, args, data_dir)
 
 
+def _leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import build_leaderboard
+
+    if not args.runs.is_dir():
+        print(f"mtlbench leaderboard: no run records at {args.runs} (run `make sweep` first)", file=sys.stderr)
+        return 2
+    written, notices = build_leaderboard(args.runs, args.out, jobs=_comma_list(args.jobs), plots=not args.no_plots)
+    for notice in notices:
+        print(f"mtlbench leaderboard: {notice}", file=sys.stderr)
+    if not written:
+        print(f"mtlbench leaderboard: no records of job(s) {args.jobs} under {args.runs}", file=sys.stderr)
+        return 1
+    summary = args.out / "summary.md"
+    if summary.exists():
+        print("mean test error % (std over seeds); best in bold\n\n" + summary.read_text())
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlbench", description="Tensor-trace-norm deep multi-task learning benchmark."
@@ -141,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=Path("results/runs"), help="where records go")
     sweep.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set for spawned workers
     sweep.set_defaults(handler=_sweep)
+
+    board = commands.add_parser("leaderboard", help="tables and plots from the run records")
+    board.add_argument("--runs", type=Path, default=Path("results/runs"), help="where the records are")
+    board.add_argument("--out", type=Path, default=Path("results/leaderboard"), help="where tables and plots go")
+    board.add_argument("--jobs", default="final", help="comma-separated record jobs to tabulate: final, train, sweep")
+    board.add_argument("--no-plots", action="store_true", help="tables only")
+    board.set_defaults(handler=_leaderboard)
     return parser
 
 

@@ -25,6 +25,7 @@ DOMAIN_FILES = {
 @register_source
 class OfficeCaltechSurf(DatasetSource):
     name = "office_caltech"
+    default_features = "surf"
     folder = "office_caltech10"
     files = {
         "surf/amazon_SURF_L10.mat": "df32548b994e18d364c99e1f317e1fae100597259f0423a41b90f4f68187bb1f",

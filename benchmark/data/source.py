@@ -50,6 +50,7 @@ class DatasetSource:
     folder: str
     files: dict[str, str] = {}  # relative path -> sha256
     how_to_get: str = ""
+    default_features: str = ""  # the input's name where a dataset comes in several (leaderboard file names)
 
     def root(self, data_dir: Path) -> Path:
         return Path(data_dir) / self.folder

@@ -89,6 +89,7 @@ class MultiTaskModule(L.LightningModule):
 
     name: str
     shares_hidden: bool = False  # hard sharing of the hidden layers (DMTL)
+    caveat: str = ""  # shown beside the method's results (e.g. a provisional definition)
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__()

@@ -36,10 +36,12 @@ class TraceNormMethod(MultiTaskModule):
         return flattening_weight_state([layer for layer, _ in learned], [w for _, w in learned])
 
 
-def _trace_norm_method(method: str, doc: str) -> type[TraceNormMethod]:
-    cls = type(f"TraceNorm_{method}", (TraceNormMethod,), {"regulariser_name": method, "__doc__": doc})
-    return register(method)(cls)
+def _trace_norm_method(method: str, doc: str, caveat: str = "") -> type[TraceNormMethod]:
+    attributes = {"regulariser_name": method, "__doc__": doc, "caveat": caveat}
+    return register(method)(type(f"TraceNorm_{method}", (TraceNormMethod,), attributes))
 
+
+_CAVEATS = {"prod": "provisional: the GTTN paper's rank-product baseline has no identified source"}
 
 for _name, _doc in {
     "laf": "LAF: ||W_(p)||_* of the task-axis flattening (Yang & Hospedales 2017).",
@@ -53,4 +55,4 @@ for _name, _doc in {
     "gttn_min": "GTTN min: the smallest flattening trace norm (Zhang et al. 2021).",
     "gttn_max": "GTTN max: the largest flattening trace norm (Zhang et al. 2021).",
 }.items():
-    _trace_norm_method(_name, _doc)
+    _trace_norm_method(_name, _doc, caveat=_CAVEATS.get(_name, ""))

@@ -1,0 +1,153 @@
+"""The leaderboard's figures (seaborn, PNG), drawn from the same runs as its tables.
+
+Per dataset (and features): ``<name>_errors.png`` test error per method (bars: mean, whiskers:
+std over seeds); ``<name>_train_ratio.png`` error against train ratio, where several were run;
+``<name>_lambda.png`` validation error of every completed sweep trial against lambda, one panel per
+method; ``<name>_gttn_weights.png``
+the learned flattening weights of the GTTN methods that learn them; ``<name>_sharing.png``
+TNRDMTL's sharing strength by layer, 1 - ||W_(T)||_* selected / ||W_(T)||_* initial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import NullFormatter
+
+from .leaderboard import TableKey, features_of, table_name
+
+
+def _method_order(table: pd.DataFrame) -> list[str]:
+    """Best first, by the mean rank over train ratios."""
+    return list(table.groupby("method")["rank"].mean().sort_values(kind="stable").index)
+
+
+def _errors(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
+    order = _method_order(table)
+    figure, axes = plt.subplots(figsize=(1.0 + 0.6 * len(order), 4.2))
+    sns.barplot(data=runs, x="method", y="test_err", hue="train_ratio", order=order, errorbar="sd",
+                capsize=0.15, palette="viridis", ax=axes)
+    axes.set(title=f"{name}: test error per method (mean and std over seeds)", xlabel="", ylabel="mean test error over tasks")
+    axes.tick_params(axis="x", rotation=45)
+    axes.legend(title="train ratio", fontsize="small")
+    return figure
+
+
+def _train_ratio(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
+    if runs["train_ratio"].nunique() < 2:
+        return None
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    sns.lineplot(data=runs, x="train_ratio", y="test_err", hue="method", hue_order=_method_order(table),
+                 errorbar="sd", marker="o", ax=axes)
+    axes.set(title=f"{name}: test error against train ratio", xlabel="train ratio", ylabel="mean test error over tasks")
+    axes.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    return figure
+
+
+def _lambda(name: str, table: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure | None:
+    if trials.empty:
+        return None
+    order = [m for m in _method_order(table) if m in set(trials["method"])]
+    order += sorted(set(trials["method"]) - set(order))
+    grid = sns.relplot(data=trials.sort_values("lam"), x="lam", y="val_err", hue="hidden", col="method",
+                       col_order=order, col_wrap=min(5, len(order)), kind="line", marker="o", palette="viridis",
+                       height=2.6, aspect=1.1, facet_kws={"sharex": True, "sharey": True})
+    grid.set(xscale="log")
+    for axes in grid.axes.flat:  # label decades only: minor labels overlap in small panels
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("lambda", "validation error")
+    grid.figure.suptitle(f"{name}: lambda sensitivity, every completed sweep trial", y=1.03)
+    return grid.figure
+
+
+def _bars(data: pd.DataFrame, table: pd.DataFrame, x: str, y: str, labels: tuple[str, str], title: str,
+          titles: str, **facets: Any) -> plt.Figure:
+    """Bars per method (best first), mean and std over seeds, in the given facets."""
+    order = [m for m in _method_order(table) if m in set(data["method"])]
+    grid = sns.catplot(data=data, x=x, y=y, hue="method", hue_order=order, kind="bar", errorbar="sd",
+                       height=3.6, aspect=1.3, **facets)
+    for axes in grid.axes.flat:
+        axes.axhline(0, color="black", linewidth=0.8)
+    grid.set_titles(titles)
+    grid.set_axis_labels(*labels)
+    grid.figure.suptitle(title, y=1.04)
+    return grid.figure
+
+
+def _gttn_weights(name: str, table: pd.DataFrame, weights: pd.DataFrame) -> plt.Figure | None:
+    if weights.empty:
+        return None
+    return _bars(weights, table, "flattening", "alpha", ("flattening (modes on the rows)", "weight alpha"),
+                 f"{name}: learned GTTN flattening weights at the selected epoch",
+                 "{col_name}, train ratio {row_name}", col="layer", row="train_ratio", sharex=False)
+
+
+def _sharing(name: str, table: pd.DataFrame, sharing: pd.DataFrame) -> plt.Figure | None:
+    if sharing.empty:
+        return None
+    return _bars(sharing, table, "layer", "strength", ("stacked layer", "sharing strength"),
+                 f"{name}: sharing strength by layer, 1 - ||W_(T)||* selected / initial", "train ratio {col_name}",
+                 col="train_ratio")
+
+
+def _frames(runs: list[dict[str, Any]], trials: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    run_rows, weight_rows, sharing_rows = [], [], []
+    for run in runs:
+        base = {"method": run["method"], "train_ratio": float(run["config"]["train_ratio"]), "seed": run["seed"]}
+        run_rows.append({**base, "test_err": run["test_err_mean"]})
+        for key, value in sorted(run.get("method_state", {}).items()):
+            if key.startswith("alpha/"):
+                _, layer, subset = key.split("/")
+                weight_rows.append({**base, "layer": layer, "flattening": "{" + subset.replace("-", ",") + "}", "alpha": value})
+        for layer, values in sorted(run.get("sharing", {}).items()):
+            sharing_rows.append({**base, "layer": layer, "strength": values["strength"]})
+    trial_rows = [
+        {"method": t["method"], "lam": t["config"]["lam"], "hidden": t["config"]["hidden"], "val_err": 1 - t["val_acc_mean"]}
+        for t in trials if t.get("val_acc_mean") is not None
+    ]
+    columns = {"trials": ["method", "lam", "hidden", "val_err"]}
+    frames = {"runs": run_rows, "weights": weight_rows, "sharing": sharing_rows, "trials": trial_rows}
+    return {key: pd.DataFrame(rows, columns=columns.get(key)) for key, rows in frames.items()}
+
+
+PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figure | None]]] = {
+    "errors": ("runs", _errors),
+    "train_ratio": ("runs", _train_ratio),
+    "lambda": ("trials", _lambda),
+    "gttn_weights": ("weights", _gttn_weights),
+    "sharing": ("sharing", _sharing),
+}
+
+
+def draw_plots(
+    tables: dict[TableKey, pd.DataFrame],
+    chosen_runs: dict[TableKey, list[dict[str, Any]]],
+    sweep_runs: list[dict[str, Any]],
+    out_dir: Path,
+) -> list[Path]:
+    """Every figure of every table that has data for it; returns the files written."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    written = []
+    for key, table in sorted(tables.items()):
+        name = table_name(*key)
+        trials = [t for t in sweep_runs if (t["dataset"], features_of(t)) == key]
+        frames = _frames(chosen_runs.get(key, []), trials)
+        for suffix, (frame_name, draw) in PLOTS.items():
+            figure = draw(name, table, frames[frame_name])
+            if figure is None:
+                continue
+            path = out_dir / f"{name}_{suffix}.png"
+            figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+            plt.close(figure)
+            written.append(path)
+    return written

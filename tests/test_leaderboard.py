@@ -1,0 +1,132 @@
+"""The leaderboard from a fixture set of records: exact values, broken records, byte-identical reruns."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmark.cli import main
+from benchmark.leaderboard import build_leaderboard, read_records
+
+
+def exactly(value: float):
+    """The CSVs store 6 significant digits: equal at that precision."""
+    return pytest.approx(value, abs=1e-6)
+
+
+def make_record(method: str, seed: int, errors: dict[str, float], *, dataset: str = "synthetic", ratio: float = 0.5,
+                lam: float = 0.1, hidden: int = 32, val_acc: float = 0.7, job: str = "final") -> dict:
+    config = {"dataset": dataset, "method": method, "seed": seed, "lam": lam, "hidden": hidden,
+              "train_ratio": ratio, "val_ratio": 0.2, "max_epochs": 10, "dataset_params": {}, "method_params": {}}
+    mean = sum(errors.values()) / len(errors)
+    return {
+        "run_id": f"{method}-{seed}-{lam}-{ratio}", "job": job, "dataset": dataset, "method": method,
+        "config": config, "seed": seed, "val_acc_mean": val_acc, "test_err_mean": mean, "test_acc_mean": 1 - mean,
+        "tasks": {task: {"val_acc": val_acc, "test_acc": 1 - err, "test_err": err} for task, err in errors.items()},
+        "method_state": {"alpha/layer0/0": 0.2, "alpha/layer0/0-1": 0.8} if method == "gttn_var" else {},
+        "sharing": {"layer0": {"initial": 10.0, "selected": 6.0, "strength": 0.4}},
+    }
+
+
+def write(root: Path, worker: str, record: dict) -> None:
+    path = root / worker / record["dataset"] / record["method"] / f"{record['run_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    # Three machines' records gathered in one tree.
+    for seed, (a, b) in zip((1, 2, 3), ((0.28, 0.32), (0.30, 0.34), (0.32, 0.36))):
+        write(root, "machine-a", make_record("stl", seed, {"a": a, "b": b}))  # means 0.30, 0.32, 0.34
+    write(root, "machine-a", make_record("tucker", 1, {"a": 0.18, "b": 0.22}))  # 0.20
+    write(root, "machine-b", make_record("tucker", 2, {"a": 0.22, "b": 0.26}))  # 0.24
+    write(root, "machine-b", make_record("gttn_var", 1, {"a": 0.25, "b": 0.25}))
+    write(root, "machine-c", make_record("gttn_var", 2, {"a": 0.20, "b": 0.30}))
+    write(root, "machine-c", make_record("gttn_var", 1, {"a": 0.25, "b": 0.25}) | {"run_id": "copied"})  # same run twice
+    # A configuration of tucker with worse validation error: superseded, whatever its test error.
+    write(root, "machine-c", make_record("tucker", 1, {"a": 0.01, "b": 0.01}, lam=3.0, val_acc=0.5))
+    # Another train ratio, and sweep records (not final) that must not enter the table.
+    write(root, "machine-a", make_record("stl", 1, {"a": 0.5, "b": 0.5}, ratio=0.1))
+    write(root, "machine-a", make_record("tucker", 1, {"a": 0.4, "b": 0.5}, ratio=0.1))
+    write(root, "machine-a", make_record("stl", 0, {"a": 0.9, "b": 0.9}, job="sweep", lam=0.01))
+    write(root, "machine-a", make_record("stl", 0, {"a": 0.8, "b": 0.8}, job="sweep", lam=0.1))
+    # Omniglot at 10%: the paper's figure goes beside ours.
+    write(root, "machine-a", make_record("stl", 1, {"alpha1": 0.6, "alpha2": 0.7}, dataset="omniglot", ratio=0.1))
+    (root / "machine-b" / "synthetic" / "stl").mkdir(parents=True, exist_ok=True)
+    (root / "machine-b" / "synthetic" / "stl" / "truncated.json").write_text('{"run_id": "x", "job": "fi')
+    (root / "machine-b" / "synthetic" / "stl" / "incomplete.json").write_text('{"run_id": "y", "job": "final"}')
+    return root
+
+
+def test_csv_values_are_exact(runs: Path, tmp_path: Path) -> None:
+    build_leaderboard(runs, tmp_path / "board", plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv")
+    half = table[table["train_ratio"] == 0.5].set_index("method")
+    assert list(half.index) == ["tucker", "gttn_var", "stl"]  # sorted by rank
+    assert half.loc["stl", "test_err_mean"] == exactly(0.32)
+    assert half.loc["stl", "test_err_std"] == exactly(0.02)  # sample std of 0.30, 0.32, 0.34
+    assert half.loc["tucker", "test_err_mean"] == exactly(0.22)
+    assert half.loc["tucker", "test_err_std"] == exactly(math.sqrt(0.0008))
+    assert half.loc["gttn_var", "test_err_mean"] == exactly(0.25)
+    assert half.loc["gttn_var", "test_err_std"] == exactly(0.0)
+    assert list(half["rank"]) == [1, 2, 3]
+    assert half.loc["tucker", "vs_stl_pct"] == exactly(-31.25)
+    assert half.loc["gttn_var", "vs_stl_pct"] == exactly(-21.875)
+    assert half.loc["stl", "vs_stl_pct"] == 0
+    assert list(half["n_runs"]) == [2, 2, 3] and half.loc["stl", "seeds"] == "1 2 3"
+    assert half.loc["tucker", "lam"] == 0.1  # the lam=3.0 configuration lost on validation
+    assert half.loc["gttn_var", "test_err/a"] == exactly(0.225)
+    assert half.loc["gttn_var", "test_err/b"] == exactly(0.275)
+    tenth = table[table["train_ratio"] == 0.1].set_index("method")
+    assert list(tenth["rank"]) == [1, 2] and tenth.loc["tucker", "test_err_mean"] == exactly(0.45)
+    assert math.isnan(tenth.loc["tucker", "test_err_std"])  # one run: no std
+    omniglot = pd.read_csv(tmp_path / "board" / "omniglot.csv").set_index("method")
+    assert omniglot.loc["stl", "paper_test_err_mean"] == exactly(1 - 0.3411)
+    assert omniglot.loc["stl", "paper_test_err_std"] == exactly(0.006)
+    summary = pd.read_csv(tmp_path / "board" / "summary.csv")
+    assert list(summary.columns) == ["table", "train_ratio", "gttn_var", "stl", "tucker"]
+    assert len(summary) == 3
+    markdown = (tmp_path / "board" / "summary.md").read_text()
+    assert "| synthetic | 0.5 | 25.00 (0.00) | 32.00 (2.00) | **22.00 (2.83)** |" in markdown
+
+
+def test_broken_duplicate_and_superseded_records_are_reported(runs: Path, tmp_path: Path) -> None:
+    _, notices = build_leaderboard(runs, tmp_path / "board", plots=False)
+    text = "\n".join(notices)
+    assert "truncated.json" in text and "incomplete.json: missing dataset, method, config" in text
+    assert "skipped duplicate record" in text and "copied.json" in text
+    assert "synthetic tucker r0.5: 1 run(s) of another configuration (lam 3" in text
+    records = read_records(runs)
+    assert len(records.broken) == 2 and len(records.duplicates) == 1
+
+
+def test_rebuilding_gives_byte_identical_csvs(runs: Path, tmp_path: Path) -> None:
+    first, _ = build_leaderboard(runs, tmp_path / "one", plots=False)
+    second, _ = build_leaderboard(runs, tmp_path / "two", plots=False)
+    assert [p.name for p in first] == [p.name for p in second]
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_command_draws_the_plots_and_reports_broken_records(runs: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "board"
+    assert main(["leaderboard", "--runs", str(runs), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "truncated.json" in captured.err and "**22.00 (2.83)**" in captured.out
+    for name in ("synthetic_errors", "synthetic_train_ratio", "synthetic_lambda", "synthetic_gttn_weights",
+                 "synthetic_sharing", "omniglot_errors"):
+        with Image.open(out / f"{name}.png") as image:
+            assert image.width > 300 and image.height > 200
+    assert not (out / "omniglot_train_ratio.png").exists()  # one ratio: nothing to plot against
+
+
+def test_no_records_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["leaderboard", "--runs", str(tmp_path / "none")]) == 2
+    assert "no run records" in capsys.readouterr().err
