@@ -15,7 +15,7 @@ STORAGE ?=
 DATA_DIR ?=
 WANDB_RUNS := $(wildcard results/wandb/offline-run-*)
 
-.PHONY: help install test sweep leaderboard sync clean
+.PHONY: help install test sweep leaderboard bench sync clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ sweep: ## Optuna sweep + final runs: DATASET= METHODS= TRIALS= WORKERS= GPUS= ST
 
 leaderboard: ## tables and plots in results/leaderboard/ from the records in results/runs/
 	$(BIN)/mtlbench leaderboard
+
+bench: ## speed, accuracy and memory benchmarks into results/bench/ (tens of minutes on a laptop CPU)
+	$(BIN)/mtlbench bench $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 sync: ## upload the offline W&B runs in results/wandb (after `wandb login`); synced runs are skipped
 	$(if $(WANDB_RUNS),$(BIN)/wandb sync --yes $(WANDB_RUNS),@echo "no offline W&B runs in results/wandb")

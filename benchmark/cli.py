@@ -33,7 +33,8 @@ def _train(args: argparse.Namespace) -> int:
     defaults = TrainConfig()
     values = {
         key: getattr(args, key)
-        for key in ("dataset", "method", "lam", "hidden", "lr", "seed", "train_ratio", "val_ratio", "max_epochs", "layers")
+        for key in ("dataset", "method", "lam", "hidden", "lr", "seed", "train_ratio", "val_ratio", "max_epochs", "layers",
+                    "penalty_every")
         if getattr(args, key) is not None
     }
     values["method_params"] = parse_assignments(args.param)
@@ -109,6 +110,27 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    sections = _comma_list(args.sections)
+    unknown = sorted(set(sections) - set(bench.SECTIONS))
+    if unknown:
+        print(f"mtlbench bench: unknown section(s) {unknown}; valid: {', '.join(bench.SECTIONS)}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or default_data_dir()
+    args.out.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for section in sections:
+        tables[section] = bench.run_section(section, args.repeats, data_dir)
+        if not tables[section].empty:  # written as it finishes: a cut-off run keeps what it measured
+            tables[section].to_csv(args.out / f"{section}.csv", index=False, float_format="%.6g", lineterminator="\n")
+    settings = f"Sections {', '.join(sections)}; medians of {args.repeats} runs; data {data_dir}."
+    (args.out / "summary.md").write_text(bench.summary_markdown(tables, settings))
+    print(f"wrote {args.out}/{{{','.join(sections)}}}.csv and {args.out}/summary.md")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlbench", description="Tensor-trace-norm deep multi-task learning benchmark."
@@ -131,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-ratio", type=float, help="validation part of train (0: fixed budget)")
     train.add_argument("--max-epochs", type=int, help="epochs")
     train.add_argument("--layers", choices=["all", "head"], help="regularise hidden and heads, or heads only")
+    train.add_argument("--penalty-every", type=int,
+                       help="lazy regularisation: the coupling term every k-th step, weighted k (default 1: exact)")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="method parameter, e.g. axis=1 (laf_i), d=3 (tr), eps=0.1 (laf_tf)")
     train.add_argument("--data-param", action="append", default=[], metavar="KEY=VALUE",
@@ -167,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--jobs", default="final", help="comma-separated record jobs to tabulate: final, train, sweep")
     board.add_argument("--no-plots", action="store_true", help="tables only")
     board.set_defaults(handler=_leaderboard)
+
+    bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
+    bench.add_argument("--sections", default="norms,batching,training,lazy", help="comma-separated sections")
+    bench.add_argument("--repeats", type=int, default=3, help="runs per timing (the median is reported)")
+    bench.add_argument("--data-dir", type=Path, help=data_help)
+    bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where the CSVs and summary go")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

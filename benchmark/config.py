@@ -33,6 +33,9 @@ class TrainConfig:
     samples_per_class: int = 2  # batch per task = samples_per_class x classes of the widest task
     class_balanced: bool = True
     layers: str = "all"  # "all": hidden and heads task-specific; "head": hidden shared
+    # Lazy regularisation: the coupling term only every k-th step, weighted k (an approximation;
+    # 1 = every step, exact). Saves the trace norms' cost on the other steps.
+    penalty_every: int = 1
     method_params: Mapping[str, Any] = field(default_factory=dict)
     dataset_params: Mapping[str, Any] = field(default_factory=dict)
 
@@ -43,8 +46,8 @@ class TrainConfig:
             raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.layers not in ("all", "head"):
             raise ValueError(f"layers must be 'all' or 'head', got {self.layers!r}")
-        if self.lam < 0 or self.lr <= 0 or self.hidden < 1 or self.max_epochs < 1 or self.samples_per_class < 1:
-            raise ValueError(f"lam >= 0, lr > 0, hidden, max_epochs, samples_per_class >= 1 (got {self})")
+        if self.lam < 0 or self.lr <= 0 or min(self.hidden, self.max_epochs, self.samples_per_class, self.penalty_every) < 1:
+            raise ValueError(f"lam >= 0, lr > 0, hidden, max_epochs, samples_per_class, penalty_every >= 1 (got {self})")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -134,3 +134,17 @@ def test_diverging_training_raises_diverged_error() -> None:
     module, data = built_module(tiny_config("tucker", lam=float("inf")))
     with pytest.raises(DivergedError, match="tucker: training loss is"):
         module.check_finite(module.objective(next(iter(data.train_dataloader())))[0])
+
+
+def test_lazy_regularisation_applies_the_penalty_every_kth_step_weighted_k() -> None:
+    config = TrainConfig(method="tucker", lam=0.5, hidden=8, penalty_every=3)
+    dataset = dataset_source("synthetic").load(Path("."), n_tasks=3, samples_per_task=20)
+    data = MultiTaskDataModule(dataset, train_ratio=0.5, val_ratio=0.2, seed=0)
+    module = method_class("tucker")(data.network_spec, config, dataset.task_names)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    penalty = module.penalty().detach()
+    losses = [module.objective(batch) for _ in range(6)]
+    for step, (loss, cross_entropy, _) in enumerate(losses):
+        expected = cross_entropy + (3 * 0.5 * penalty if step % 3 == 0 else 0)
+        torch.testing.assert_close(loss.detach(), expected.detach())

@@ -9,12 +9,12 @@ import torch
 from benchmark.norms import trace_norm
 
 
-def assert_is_subgradient(matrix: torch.Tensor, grad: torch.Tensor) -> None:
+def assert_is_subgradient(matrix: torch.Tensor, grad: torch.Tensor, tolerance: float = 1e-9) -> None:
     """G is in the subdifferential of ||.||_* at X iff ||G||_2 <= 1 and <G, X> = ||X||_*."""
     assert torch.isfinite(grad).all()
-    assert torch.linalg.matrix_norm(grad, ord=2) <= 1 + 1e-9
+    assert torch.linalg.matrix_norm(grad, ord=2) <= 1 + tolerance
     nuclear = torch.linalg.svdvals(matrix).sum()
-    torch.testing.assert_close((grad * matrix).sum(), nuclear, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close((grad * matrix).sum(), nuclear, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4), (40, 2), (1, 6)])
@@ -52,3 +52,83 @@ def test_rejects_non_matrices() -> None:
         trace_norm(torch.zeros(2, 2, 2))
     with pytest.raises(TypeError, match="floating-point"):
         trace_norm(torch.zeros(2, 2, dtype=torch.int64))
+
+
+def reference(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value and U V^T from numpy's float64 SVD."""
+    u, s, vh = np.linalg.svd(matrix.double().numpy(), full_matrices=False)
+    return torch.tensor(s.sum()), torch.from_numpy(u @ vh)
+
+
+def value_and_gradient(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    leaf = matrix.clone().requires_grad_(True)
+    value = trace_norm(leaf)
+    (grad,) = torch.autograd.grad(value, leaf)
+    return value.detach(), grad
+
+
+def with_singular_values(rows: int, singular: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    u, _ = torch.linalg.qr(torch.randn(rows, len(singular), generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(len(singular), len(singular), generator=generator, dtype=torch.float64))
+    return ((u * singular) @ v.T).to(dtype)
+
+
+@pytest.mark.parametrize(
+    ("singular", "tolerance"),
+    [
+        (torch.linspace(1.0, 3.0, 24, dtype=torch.float64), 1e-5),  # cond(G) 9: the float32 Gram route
+        (torch.logspace(0, -3, 24, dtype=torch.float64), 1e-5),  # cond(G) 1e6: the float64 Gram route
+        (torch.cat([torch.ones(3), torch.zeros(21)]).double(), 1e-6),  # rank 3: the SVD route
+    ],
+    ids=["well-conditioned", "ill-conditioned", "rank-deficient"],
+)
+@pytest.mark.parametrize("orientation", ["tall", "wide"])
+def test_float32_value_and_gradient_match_a_float64_svd(singular: torch.Tensor, tolerance: float, orientation: str) -> None:
+    matrix = with_singular_values(60, singular, torch.float32)
+    matrix = matrix if orientation == "tall" else matrix.T
+    value, grad = value_and_gradient(matrix)
+    expected_value, expected_grad = reference(matrix)
+    assert value.dtype == grad.dtype == torch.float32
+    assert abs(value.double() - expected_value) / expected_value < tolerance
+    if singular.min() > 0:  # full rank: U V^T is unique
+        assert (grad.double() - expected_grad).norm() / expected_grad.norm() < tolerance
+    else:  # rank-deficient: any U V^T over the thin SVD is a subgradient
+        assert_is_subgradient(matrix.double(), grad.double(), tolerance)
+
+
+def test_well_conditioned_float32_takes_the_gram_route_not_the_svd(monkeypatch) -> None:
+    def no_svd(*args, **kwargs):
+        raise AssertionError("the SVD route was taken")
+
+    monkeypatch.setattr(torch.linalg, "svd", no_svd)
+    monkeypatch.setattr(torch.linalg, "svdvals", no_svd)
+    matrix = with_singular_values(300, torch.linspace(1.0, 2.0, 40, dtype=torch.float64), torch.float32)
+    value, grad = value_and_gradient(matrix)
+    assert torch.isfinite(grad).all() and value > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_and_rank_one_float_matrices_get_finite_non_zero_subgradients(dtype: torch.dtype) -> None:
+    for matrix in (torch.zeros(30, 7, dtype=dtype), torch.outer(torch.arange(1.0, 31.0), torch.ones(7)).to(dtype)):
+        _, grad = value_and_gradient(matrix)
+        assert grad.dtype == dtype and grad.abs().sum() > 0
+        assert_is_subgradient(matrix.double(), grad.double(), 1e-5 if dtype == torch.float32 else 1e-9)
+
+
+def test_value_without_gradient_needs_no_direction() -> None:
+    matrix = torch.randn(50, 8)
+    with torch.no_grad():
+        value = trace_norm(matrix)
+    assert value.item() == pytest.approx(reference(matrix)[0].item(), rel=1e-5)
+
+
+def test_naive_svd_path_agrees() -> None:
+    from benchmark.norms import naive_svd_trace_norm
+
+    matrix = torch.randn(40, 12, dtype=torch.float64)
+    fast_value, fast_grad = value_and_gradient(matrix)
+    with naive_svd_trace_norm():
+        naive_value, naive_grad = value_and_gradient(matrix)
+    torch.testing.assert_close(fast_value, naive_value)
+    torch.testing.assert_close(fast_grad, naive_grad)

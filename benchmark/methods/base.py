@@ -99,6 +99,8 @@ class MultiTaskModule(L.LightningModule):
             spec, config.hidden, share_hidden=self.shares_hidden or config.layers == "head"
         )
         self._counts: dict[str, torch.Tensor] = {}
+        self._objective_calls = 0
+        self._last_penalty = torch.zeros(())
         self.epoch_metrics: dict[str, dict[str, float]] = {}  # stage -> metrics of the last pass
 
     @classmethod
@@ -123,11 +125,21 @@ class MultiTaskModule(L.LightningModule):
     # ---- training ----------------------------------------------------------------------------
 
     def objective(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, summed task cross-entropy, penalty) of one batch."""
+        """(loss, summed task cross-entropy, penalty) of one training batch.
+
+        With ``penalty_every = k > 1`` the penalty enters only every k-th call, weighted k, so its
+        expected contribution per step is unchanged (lazy regularisation, an approximation); the
+        returned penalty is then the one last computed, for logging.
+        """
         cross_entropy = task_losses(self.network(batch["x"]), batch["y"]).sum()
+        every = self.config.penalty_every
+        self._objective_calls += 1
+        if (self._objective_calls - 1) % every:
+            return cross_entropy, cross_entropy, self._last_penalty
         with divergence_reported(self.name):
             penalty = self.penalty()
-        return cross_entropy + self.config.lam * penalty, cross_entropy, penalty
+        self._last_penalty = penalty.detach()
+        return cross_entropy + every * self.config.lam * penalty, cross_entropy, penalty
 
     def check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):

@@ -83,13 +83,14 @@ class StackedConv2d(TaskLayer):
         self.bias = nn.Parameter(torch.empty(out_channels, n_tasks))
         self._init(in_channels * k * k)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n_tasks, batch, channels, height, width = x.shape
-        k, _, c_in, c_out, _ = self.weight.shape
-        grouped = x.transpose(0, 1).reshape(batch, n_tasks * channels, height, width)
+    def forward_grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T*C_in, H, W) -> (B, T*C_out, H', W'): the layout a stack of conv layers keeps."""
+        k, _, c_in, c_out, n_tasks = self.weight.shape
         kernels = self.weight.permute(4, 3, 2, 0, 1).reshape(n_tasks * c_out, c_in, k, k)
-        out = F.conv2d(grouped, kernels, self.bias.T.reshape(-1), groups=n_tasks)
-        return out.reshape(batch, n_tasks, c_out, *out.shape[-2:]).transpose(0, 1)
+        return F.conv2d(x, kernels, self.bias.T.reshape(-1), groups=n_tasks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return from_grouped(self.forward_grouped(to_grouped(x)), x.shape[0])
 
 
 class SharedConv2d(TaskLayer):
@@ -104,13 +105,30 @@ class SharedConv2d(TaskLayer):
         self.bias = nn.Parameter(torch.empty(out_channels))
         self._init(in_channels * k * k)
 
+    def forward_grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T*C_in, H, W) -> (B, T*C_out, H', W'), the layout of :meth:`StackedConv2d.forward_grouped`."""
+        batch, channels, height, width = x.shape
+        c_in = self.weight.shape[2]
+        out = F.conv2d(x.reshape(-1, c_in, height, width), self.weight.permute(3, 2, 0, 1), self.bias)
+        return out.reshape(batch, -1, *out.shape[-2:])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_tasks, batch = x.shape[:2]
         out = F.conv2d(x.flatten(0, 1), self.weight.permute(3, 2, 0, 1), self.bias)
         return out.reshape(n_tasks, batch, *out.shape[1:])
 
 
-def task_pool(x: torch.Tensor, activation: nn.Module) -> torch.Tensor:
-    """Activation then 2x2 max-pooling of a (T, B, C, H, W) batch."""
-    pooled = F.max_pool2d(activation(x.flatten(0, 1)), 2)
-    return pooled.reshape(*x.shape[:2], *pooled.shape[1:])
+def to_grouped(x: torch.Tensor) -> torch.Tensor:
+    """(T, B, C, H, W) -> (B, T*C, H, W): task t's channels form group t of a grouped convolution.
+
+    Conv stacks convert once and stay in this layout: converting at every layer copies the whole
+    activation twice per layer and made the stacked network slower than a loop over tasks.
+    """
+    n_tasks, batch, channels, height, width = x.shape
+    return x.transpose(0, 1).reshape(batch, n_tasks * channels, height, width)
+
+
+def from_grouped(x: torch.Tensor, n_tasks: int) -> torch.Tensor:
+    """(B, T*C, H, W) -> (T, B, C, H, W), the inverse of :func:`to_grouped`."""
+    batch, channels, height, width = x.shape
+    return x.reshape(batch, n_tasks, channels // n_tasks, height, width).transpose(0, 1)

@@ -11,7 +11,7 @@ from .flattenings import (
     tt_flattenings,
 )
 from .regularisers import Regulariser, flattening_norms, gttn_weighted_norm, regulariser, regulariser_names
-from .trace_norm import trace_norm
+from .trace_norm import naive_svd_trace_norm, trace_norm, trace_norm_and_direction
 
 __all__ = [
     "Flattening",
@@ -22,10 +22,12 @@ __all__ = [
     "gttn_weighted_norm",
     "mode_flattening",
     "mode_flattenings",
+    "naive_svd_trace_norm",
     "regulariser",
     "regulariser_names",
     "subset_flattening",
     "tr_flattenings",
     "trace_norm",
+    "trace_norm_and_direction",
     "tt_flattenings",
 ]

@@ -1,0 +1,36 @@
+"""`mtlbench bench` on tiny shapes: its columns, its accuracy figures and its summary verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchmark.bench import bench_batching, bench_norms, summary_markdown
+from benchmark.cli import main
+
+
+def test_norm_rows_compare_ours_with_the_naive_path_and_a_float64_reference() -> None:
+    table = bench_norms(1, {"tiny": (6, 5, 3), "five-way": (2, 3, 2, 4, 3)}, progress=lambda line: None)
+    assert len(table) == 2 * 10  # every regulariser on every shape
+    assert set(table[table["shape"] == "five-way"]["flattenings"]) >= {15}  # GTTN on a 5-way tensor
+    assert (table[["ours_s", "naive_s", "gram_floor_s", "eigh_s"]] > 0).all().all()
+    assert (table["value_rel_err"] < 1e-5).all() and (table["grad_rel_err"] < 1e-5).all()
+
+
+def test_stacked_network_computes_what_the_per_task_loop_computes() -> None:
+    table = bench_batching(1, n_tasks=3, per_task=(2,), progress=lambda line: None)
+    assert table["output_rel_diff"].iloc[0] < 1e-5
+    assert table["speedup"].iloc[0] > 0
+
+
+def test_summary_says_met_or_missed() -> None:
+    batching = pd.DataFrame([{"tasks": 50, "images_per_task": 2, "stacked_s": 1.0, "loop_s": 6.0, "speedup": 6.0},
+                             {"tasks": 50, "images_per_task": 20, "stacked_s": 1.0, "loop_s": 1.2, "speedup": 1.2}])
+    text = summary_markdown({"batching": batching}, "test")
+    assert "x6.0 (target >= 5: met)" in text and "x1.2 (target >= 5: MISSED)" in text
+
+
+def test_unknown_section_names_the_valid_ones(tmp_path: Path, capsys) -> None:
+    assert main(["bench", "--sections", "nope", "--out", str(tmp_path)]) == 2
+    assert "valid: norms, batching, training, lazy" in capsys.readouterr().err
