@@ -286,6 +286,14 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def _markdown_table(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) -> list[str]:
+    """Rows of ``frame`` as markdown; ``columns`` lists (header, column, format spec)."""
+    lines = ["| " + " | ".join(header for header, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(format(row[column], spec) for _, column, spec in columns) + " |")
+    return lines
+
+
 def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
     """The targets of the issue, each met or missed by how much, with the figures behind it."""
     lines = ["# Benchmark summary", "", f"Machine: {machine()}. {settings}", ""]
@@ -319,13 +327,11 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                 "Grams are partial traces of one larger Gram) would save part of the products, not the "
                 "eigen-decompositions; it is not implemented."
             )
-        lines += ["", "| shape | regulariser | ours s | naive s | speed-up | floor s | ours / floor | grad err |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for _, row in norms.iterrows():
-            lines.append(f"| {row['shape']} | {row['regulariser']} | {row['ours_s']:.4f} | {row['naive_s']:.4f} | "
-                         f"{row['speedup']:.1f} | {row['gram_floor_s']:.4f} | {row['ours_over_floor']:.1f} | "
-                         f"{row['grad_rel_err']:.1e} |")
-        lines.append("")
+        lines += ["", *_markdown_table(norms, [
+            ("shape", "shape", ""), ("regulariser", "regulariser", ""), ("ours s", "ours_s", ".4f"),
+            ("naive s", "naive_s", ".4f"), ("speed-up", "speedup", ".1f"), ("floor s", "gram_floor_s", ".4f"),
+            ("ours / floor", "ours_over_floor", ".1f"), ("eigh s", "eigh_s", ".4f"), ("grad err", "grad_rel_err", ".1e"),
+        ]), ""]
     batching = tables.get("batching")
     if batching is not None and not batching.empty:
         lines += ["## Batching", ""]
@@ -355,25 +361,26 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                 lines.append(
                     f"- Why: an STL step on 800-d SURF features with 4 tasks takes {stl_ms:.1f} ms, so the exact "
                     f"trace norms of the two stacked layers (800 x 128 x 4 and 128 x 10 x 4: eigen-decompositions "
-                    f"of Gram matrices up to 512 x 512, twice per layer family) dominate at {gttn_ms:.1f} ms. "
+                    f"of Gram matrices up to 512 x 512, three flattenings per layer) dominate at {gttn_ms:.1f} ms. "
                     "The network is too small for any exact trace norm to hide behind it. Lazy regularisation "
                     "(below) is the remedy where the approximation is acceptable."
                 )
-        lines += ["", "| setup | method | steps/s | step / STL step | peak RSS MB | of it, training MB |",
-                  "|---|---|---|---|---|---|"]
-        for _, row in training.iterrows():
-            lines.append(f"| {row['setup']} | {row['method']} | {row['steps_per_s']:.2f} | {row['step_vs_stl']:.2f} | "
-                         f"{row['peak_rss_mb']:.0f} | {row['training_extra_mb']:.0f} |")
+        lines += ["", *_markdown_table(training, [
+            ("setup", "setup", ""), ("method", "method", ""), ("steps/s", "steps_per_s", ".2f"),
+            ("step / STL step", "step_vs_stl", ".2f"), ("peak RSS MB", "peak_rss_mb", ".0f"),
+            ("of it, training MB", "training_extra_mb", ".0f"),
+        ])]
         lines.append("")
     lazy = tables.get("lazy")
     if lazy is not None and not lazy.empty:
         grouped = lazy.groupby(["method", "penalty_every"]).agg(
             test_err=("test_err_mean", "mean"), test_err_std=("test_err_mean", "std"), seconds=("wall_time_s", "mean"))
         lines += ["## Lazy regularisation (Office-Caltech SURF, hidden 128, lambda 0.01)", "",
-                  "| method | penalty every | mean test error | std | mean run s |", "|---|---|---|---|---|"]
-        for (method, every), row in grouped.iterrows():
-            lines.append(f"| {method} | {every} | {row['test_err']:.4f} | {row['test_err_std']:.4f} | {row['seconds']:.1f} |")
-        lines += ["", "Mean over seeds; the same seeds and splits for both settings. A run includes data "
+                  *_markdown_table(grouped.reset_index(), [
+                      ("method", "method", ""), ("penalty every", "penalty_every", "d"),
+                      ("mean test error", "test_err", ".4f"), ("std", "test_err_std", ".4f"),
+                      ("mean run s", "seconds", ".1f"),
+                  ]), "", "Mean over seeds; the same seeds and splits for both settings. A run includes data "
                   "loading, validation every epoch and the test pass, so it understates the saving per step.", ""]
     return "\n".join(lines)
 
