@@ -359,3 +359,14 @@ def test_two_workers_against_a_real_postgresql_server(tmp_path: Path, postgres_u
     assert process.returncode == 0, output
     _check_two_workers(tmp_path, load_plan(plan_dir), postgres_url)
     assert optuna.get_all_study_names(postgres_url)  # the studies live in the server
+
+
+def test_a_journal_file_storage_runs_and_continues(tmp_path: Path) -> None:
+    plan_dir = write_plan(tmp_path / "plans", methods="laf")
+    journal = tmp_path / "shared" / "sweep.journal"
+    args = ["sweep", "--sweeps-dir", str(plan_dir), "--storage", str(journal), "--out", str(tmp_path / "runs")]
+    assert main(args) == 0 and journal.exists()
+    assert main([*args, "--trials", "3"]) == 0
+    (studies,) = studies_of(load_plan(plan_dir), str(journal))
+    assert [t.number for t in studies.search_study().get_trials(states=(TrialState.COMPLETE,))] == [0, 1, 2]
+    assert len(records(tmp_path / "runs", "final")) in (1, 2)  # 2: the third trial was a new best
