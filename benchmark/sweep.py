@@ -30,14 +30,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .config import TrainConfig
 from .sweep_plan import SweepPlan
 from .tracking import Tracking
+
+if TYPE_CHECKING:
+    from .train import RunResult
 
 DEFAULT_STORAGE = "sqlite:///results/optuna.db"
 HEARTBEAT_INTERVAL_S = 60  # RDB storages: a trial whose process is silent for the grace period
@@ -282,6 +286,11 @@ class MethodStudies:
         return None if study is None else study_progress(study, len(self.plan.final_seeds))
 
 
+def plan_studies(plan: SweepPlan, storage: optuna.storages.BaseStorage) -> list[MethodStudies]:
+    """The studies of every method at every train ratio of the plan, in the order they run."""
+    return [MethodStudies(plan, method, ratio, storage) for ratio in plan.train_ratios for method in plan.methods]
+
+
 # ---- running trials --------------------------------------------------------------------------
 
 
@@ -297,11 +306,7 @@ class Worker:
     report: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
-        self.storage = open_storage(self.storage_url)
-        self.studies = [
-            MethodStudies(self.plan, method, ratio, self.storage)
-            for ratio in self.plan.train_ratios for method in self.plan.methods
-        ]
+        self.studies = plan_studies(self.plan, open_storage(self.storage_url))
 
     def run(self) -> None:
         """Search every method first (so workers spread over them), then the finals.
@@ -382,8 +387,10 @@ class Worker:
         trial.set_user_attr("test_err_mean", result.record["test_err_mean"])
         return 1 - result.record["val_acc_mean"]
 
-    def _train(self, config: Any, trial: optuna.Trial, job: str, callbacks: list[L.Callback]) -> Any:
-        from .train import train
+    def _train(self, config: TrainConfig, trial: optuna.Trial, job: str, callbacks: list[L.Callback]) -> RunResult:
+        from .train import (
+            train,  # imports Lightning's trainer stack only where trials run
+        )
 
         study_name = trial.study.study_name
         result = train(
@@ -419,8 +426,7 @@ def prepare(plan: SweepPlan, storage_url: str) -> list[MethodStudies]:
     """Create every search study once, before workers start (two processes creating a fresh
     SQLite file at once can crash one), and re-queue this host's trials whose process died."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(storage_url)
-    studies = [MethodStudies(plan, m, r, storage) for r in plan.train_ratios for m in plan.methods]
+    studies = plan_studies(plan, open_storage(storage_url))
     for method_studies in studies:
         recover_interrupted(method_studies.search_study())
     return studies

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +180,3 @@ class SweepPlan:
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:8]
         return f"{self.dataset}/{method}/r{train_ratio:g}/{digest}"
-
-    def with_methods(self, methods: tuple[str, ...]) -> SweepPlan:
-        return replace(self, methods=methods)

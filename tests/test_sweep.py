@@ -19,7 +19,13 @@ from optuna.trial import TrialState
 
 from benchmark.cli import main
 from benchmark.methods import DivergedError
-from benchmark.sweep import MethodStudies, Worker, open_storage, study_progress
+from benchmark.sweep import (
+    MethodStudies,
+    Worker,
+    open_storage,
+    plan_studies,
+    study_progress,
+)
 from benchmark.sweep_plan import SweepPlan, sweeps_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +58,7 @@ def load_plan(plan_dir: Path, methods: str | None = None) -> SweepPlan:
 
 
 def studies_of(plan: SweepPlan, storage_url: str) -> list[MethodStudies]:
-    storage = open_storage(storage_url)
-    return [MethodStudies(plan, m, r, storage) for r in plan.train_ratios for m in plan.methods]
+    return plan_studies(plan, open_storage(storage_url))
 
 
 def records(out: Path, job: str) -> list[dict]:
