@@ -374,6 +374,9 @@ class Worker:
         config = self.plan.config(studies.method, studies.train_ratio, seed=self.plan.search_seed, **searched)
         with self._reported(trial, studies, "trial", searched):
             result = self._train(config, trial, "sweep", [ValidationPruning(trial)])
+        if result.record["val_acc_mean"] is None:
+            raise ValueError(f"no task has a validation part at train_ratio={studies.train_ratio} and "
+                             f"val_ratio={config.val_ratio}, so a search has nothing to select on; raise either")
         return 1 - result.record["val_acc_mean"]
 
     def _final_objective(self, studies: MethodStudies, best: FrozenTrial, trial: optuna.Trial) -> float:

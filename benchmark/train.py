@@ -201,6 +201,7 @@ def _fit_and_test(
         selection, selected_epoch = "fixed_budget_last_epoch", config.max_epochs - 1
     trainer.test(module, datamodule=data, verbose=False)
     record = _record(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
+    record["val_tasks"] = data.validation_tasks  # the tasks whose mean selected the epoch
     record["sharing"] = sharing_strength(initial.norms, task_trace_norms(module))
     result = RunResult(record, history=selector.history)
     if out_dir is not None:

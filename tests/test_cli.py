@@ -82,3 +82,17 @@ def test_omniglot_cnn_trains_on_real_alphabets_with_a_fixed_budget(shared_data_d
     record = train(config, shared_data_dir, None, progress=False).record
     assert record["selection"] == "fixed_budget_last_epoch" and record["val_acc_mean"] is None
     assert list(record["tasks"]) == ["Arcadian", "Armenian"]
+
+
+def test_a_task_too_small_for_validation_is_trained_and_tested_but_not_selected_on(shared_data_dir: Path) -> None:
+    """Office-Caltech at 10%: dslr keeps 1-2 images per class, none left for validation."""
+    from benchmark.config import TrainConfig
+    from benchmark.train import train
+
+    config = TrainConfig(dataset="office_caltech", method="stl", hidden=16, train_ratio=0.1, max_epochs=2)
+    record = train(config, shared_data_dir, None, progress=False).record
+    assert record["selection"] == "best_val_acc_mean"
+    assert record["val_tasks"] == ["amazon", "caltech10", "webcam"]
+    assert record["tasks"]["dslr"]["val_acc"] is None and record["tasks"]["dslr"]["test_acc"] is not None
+    val = [record["tasks"][task]["val_acc"] for task in record["val_tasks"]]
+    assert abs(record["val_acc_mean"] - sum(val) / 3) < 1e-9

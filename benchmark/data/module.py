@@ -140,7 +140,12 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     @property
     def has_validation(self) -> bool:
-        return all(len(s["val"]) > 0 for s in self.splits)
+        """True when some task has a validation part; selection then averages over those tasks."""
+        return bool(self.validation_tasks)
+
+    @property
+    def validation_tasks(self) -> list[str]:
+        return [name for name, s in zip(self.dataset.task_names, self.splits) if len(s["val"]) > 0]
 
     @property
     def network_spec(self) -> NetworkSpec:

@@ -182,10 +182,14 @@ class MultiTaskModule(L.LightningModule):
         self._counts["total"] += total
 
     def _finish(self, stage: str) -> None:
-        accuracy = (self._counts["correct"] / self._counts["total"].clamp_min(1)).tolist()
+        counted = self._counts["total"] > 0
+        accuracy = (self._counts["correct"] / self._counts["total"].clamp_min(1))[counted].tolist()
+        tasks = [task for task, present in zip(self.task_names, counted.tolist()) if present]
         self._counts = {}
-        metrics = {f"{stage}/{task}/acc": acc for task, acc in zip(self.task_names, accuracy)}
-        metrics.update({f"{stage}/{task}/err": 1 - acc for task, acc in zip(self.task_names, accuracy)})
+        # A task with no sample in this split (the validation part of a tiny task at a low train
+        # ratio) has no accuracy here; the mean is over the tasks that have one.
+        metrics = {f"{stage}/{task}/acc": acc for task, acc in zip(tasks, accuracy)}
+        metrics.update({f"{stage}/{task}/err": 1 - acc for task, acc in zip(tasks, accuracy)})
         metrics[f"{stage}/acc_mean"] = sum(accuracy) / len(accuracy)
         metrics[f"{stage}/err_mean"] = 1 - metrics[f"{stage}/acc_mean"]
         self.epoch_metrics[stage] = metrics
