@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 
 # `make sweep` options: any may be left out (the plan in sweeps/<DATASET>.yaml decides).
 DATASET ?= synthetic
+FEATURES ?=
 METHODS ?=
 TRIALS  ?=
 WORKERS ?=
@@ -15,7 +16,7 @@ STORAGE ?=
 DATA_DIR ?=
 WANDB_RUNS := $(wildcard results/wandb/offline-run-*)
 
-.PHONY: help install test sweep leaderboard bench sync clean
+.PHONY: help install test data features sweep leaderboard bench sync clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,8 +31,14 @@ install: $(BIN)/python ## create .venv and install the suite with its test extra
 test: ## run the test suite
 	WANDB_MODE=disabled $(BIN)/python -m pytest
 
-sweep: ## Optuna sweep + final runs: DATASET= METHODS= TRIALS= WORKERS= GPUS= STORAGE= DATA_DIR=
-	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(METHODS),--methods $(METHODS)) \
+data: ## download (where a URL exists), verify and report a dataset: DATASET= DATA_DIR=
+	$(BIN)/mtlbench data $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+features: ## VGG-19 features of a dataset's images, cached: DATASET= FEATURES=fc7|pool5 DATA_DIR=
+	$(BIN)/mtlbench features $(DATASET) --layer $(or $(FEATURES),fc7) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+sweep: ## Optuna sweep + final runs: DATASET= FEATURES= METHODS= TRIALS= WORKERS= GPUS= STORAGE= DATA_DIR=
+	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(FEATURES),--features $(FEATURES)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 

@@ -3,12 +3,64 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from .config import DATA_DIR_VARIABLE, TrainConfig, default_data_dir, parse_assignments
+
+
+def _data(args: argparse.Namespace) -> int:
+    from .data import DataUnavailableError, dataset_source
+    from .data.datasets_report import fetch_and_report
+
+    try:
+        source = dataset_source(args.dataset)
+    except ValueError as error:
+        print(f"mtlbench data: {error}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        complete = fetch_and_report(source, data_dir, download=not args.no_download, progress=not args.no_progress)
+    except DataUnavailableError as error:
+        print(f"mtlbench data: {error}", file=sys.stderr)
+        return 1
+    return 0 if complete else 1
+
+
+def _features(args: argparse.Namespace) -> int:
+    from .data import DataUnavailableError, dataset_source
+    from .data.features import Extraction
+    from .data.gttn_text import import_gttn_text
+
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        source = dataset_source(args.dataset)
+        if args.from_gttn_text:
+            directory = import_gttn_text(source, data_dir, args.from_gttn_text, args.backbone, args.layer)
+        else:
+            if not hasattr(source, "image_list"):
+                raise ValueError(f"{source.name} is not an image dataset; features come from images")
+            device = args.device or ("cuda" if _cuda_available() else "cpu")
+            extraction = Extraction(source, data_dir, args.backbone, args.layer, args.weights, args.image_size,
+                                    args.batch_size, args.workers, device)
+            started = time.perf_counter()
+            directory = extraction.run(progress=not args.no_progress)
+            print(f"took {time.perf_counter() - started:.0f} s on {device}")
+    except (ValueError, DataUnavailableError) as error:
+        print(f"mtlbench features: {error}", file=sys.stderr)
+        return 2
+    print(f"features: {directory} (train with `mtlbench train --dataset {args.dataset} --features {args.layer}"
+          f"{'' if args.backbone == 'vgg19' else ' --backbone ' + args.backbone}`)")
+    return 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -21,8 +73,10 @@ def _list(args: argparse.Namespace) -> int:
     print("regularisers: " + ", ".join(regulariser_names()))
     print(f"datasets (data directory {data_dir}):")
     for name in dataset_names():
-        present = "present" if dataset_source(name).present(data_dir) else "missing"
-        print(f"  {name:<16} {present}")
+        source = dataset_source(name)
+        present = "present" if source.present(data_dir) else "missing"
+        default = f" (default input: {source.default_features})" if source.default_features else ""
+        print(f"  {name:<16} {present}{default}")
     return 0
 
 
@@ -40,6 +94,7 @@ def _train(args: argparse.Namespace) -> int:
     }
     values["method_params"] = parse_assignments(args.param)
     values["dataset_params"] = parse_assignments(args.data_param)
+    values["dataset_params"].update({key: getattr(args, key) for key in ("features", "backbone") if getattr(args, key)})
     try:
         config = TrainConfig.from_dict({**defaults.to_dict(), **values})
         result = train(config, args.data_dir or default_data_dir(), args.out, progress=not args.no_progress)
@@ -76,14 +131,17 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep_plan import SweepPlan
 
     data_dir = args.data_dir or default_data_dir()
-    protocol = {"train_ratio": [float(r) for r in _comma_list(args.train_ratio)]} if args.train_ratio else None
+    protocol: dict = {"train_ratio": [float(r) for r in _comma_list(args.train_ratio)]} if args.train_ratio else {}
+    if args.features:
+        protocol["dataset_params"] = {"features": args.features, **({"backbone": args.backbone} if args.backbone else {})}
     try:
         plan = SweepPlan.load(
             args.dataset, args.sweeps_dir, methods=args.methods, trials=args.trials,
             final_seeds=tuple(int(s) for s in _comma_list(args.final_seeds)) if args.final_seeds else None,
-            protocol=protocol,
+            protocol=protocol or None,
         )
-        dataset_source(plan.dataset).verify(data_dir)
+        inputs = plan.protocol.get("dataset_params", {})
+        dataset_source(plan.dataset).verify(data_dir, inputs.get("features"), inputs.get("backbone"))
     except (ValueError, DataUnavailableError, OSError) as error:
         print(f"mtlbench sweep: {error}", file=sys.stderr)
         return 2
@@ -145,6 +203,36 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--data-dir", type=Path, help=data_help)
     listing.set_defaults(handler=_list)
 
+    data = commands.add_parser(
+        "data", help="download (where a URL exists), verify and report a dataset's files",
+        description="Downloads what is missing to a temporary name, verifies it, then renames it; reports the "
+        "files, image counts and feature caches present. Exit status 0 when the dataset is complete.")
+    data.add_argument("dataset", help="dataset name (`mtlbench list` shows them)")
+    data.add_argument("--no-download", action="store_true", help="only verify and report")
+    data.add_argument("--data-dir", type=Path, help=data_help)
+    data.add_argument("--no-progress", action="store_true", help="no progress bars")
+    data.set_defaults(handler=_data)
+
+    features = commands.add_parser(
+        "features", help="extract backbone features of a dataset's images once, into a verified cache",
+        description="Runs a torchvision backbone over every image in batches and caches the features with a "
+        "manifest (backbone, layer, weights, image list, checksums). A verified cache is reused; a corrupt one is "
+        "rebuilt; an interrupted run continues. --from-gttn-text imports the GTTN paper's feature text files instead.")
+    features.add_argument("dataset", help="dataset name")
+    features.add_argument("--backbone", default="vgg19", help="torchvision backbone (default vgg19)")
+    features.add_argument("--layer", default="fc7", help="fc7 (4096-d) or pool5 (7 x 7 x 512) for vgg19")
+    features.add_argument("--weights", default="imagenet",
+                          help="imagenet (torchvision's download), a state-dict file PATH, or random (tests only)")
+    features.add_argument("--image-size", type=int, default=224, help="center-crop size (default 224)")
+    features.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    features.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding processes")
+    features.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    features.add_argument("--from-gttn-text", type=Path, metavar="FILE",
+                          help="import a GTTN-paper feature text file as this dataset's --layer features")
+    features.add_argument("--data-dir", type=Path, help=data_help)
+    features.add_argument("--no-progress", action="store_true", help="no progress bar")
+    features.set_defaults(handler=_features)
+
     train = commands.add_parser("train", help="train one method on one dataset and write its record")
     train.add_argument("--dataset", help="dataset name (default synthetic)")
     train.add_argument("--method", help="method name (default tucker)")
@@ -162,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="method parameter, e.g. axis=1 (laf_i), d=3 (tr), eps=0.1 (laf_tf)")
     train.add_argument("--data-param", action="append", default=[], metavar="KEY=VALUE",
                        help="dataset parameter, e.g. alphabets=5 (omniglot)")
+    train.add_argument("--features", help="the input of a dataset that has several: surf (office_caltech), or "
+                       "fc7 / pool5 extracted by `mtlbench features` (default: the dataset's own)")
+    train.add_argument("--backbone", help="backbone of the extracted features (default vgg19)")
     train.add_argument("--data-dir", type=Path, help=data_help)
     train.add_argument("--out", type=Path, default=Path("results/runs"), help="where records go")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -177,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, help="search trials per method (default: the plan's)")
     sweep.add_argument("--final-seeds", help="comma-separated seeds of the final runs (default: the plan's)")
     sweep.add_argument("--train-ratio", help="comma-separated train ratios, one study each (default: the plan's)")
+    sweep.add_argument("--features", help="the dataset's input, e.g. fc7 or pool5 (default: the plan's, else the dataset's)")
+    sweep.add_argument("--backbone", help="backbone of --features (default vgg19)")
     sweep.add_argument("--workers", type=int, help="worker processes on this machine (default 1, or one per GPU)")
     sweep.add_argument("--gpus", help="comma-separated GPU ids; worker i sees only gpus[i mod n]")
     sweep.add_argument("--storage", default=None,

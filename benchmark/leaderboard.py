@@ -85,12 +85,15 @@ def read_records(root: Path, jobs: Iterable[str] = ("final",)) -> Records:
 
 
 def features_of(record: dict[str, Any]) -> str:
-    """The feature set a run used ('' for datasets with one input), e.g. ``surf`` or ``fc7``."""
+    """The feature set a run used ('' for datasets with one input), e.g. ``surf``, ``fc7``, or
+    ``resnet50_pool`` where the backbone is not the default VGG-19."""
+    from .backbones import DEFAULT_BACKBONE
     from .data import dataset_source
 
-    explicit = record["config"].get("dataset_params", {}).get("features")
-    if explicit:
-        return str(explicit)
+    params = record["config"].get("dataset_params", {})
+    if params.get("features"):
+        backbone = params.get("backbone") or DEFAULT_BACKBONE
+        return str(params["features"]) if backbone == DEFAULT_BACKBONE else f"{backbone}_{params['features']}"
     try:
         return dataset_source(record["dataset"]).default_features
     except ValueError:

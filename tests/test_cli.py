@@ -27,7 +27,7 @@ def test_unknown_method_and_dataset_name_the_valid_ones(capsys) -> None:
     assert main(["train", "--method", "nope", "--no-progress"]) == 2
     assert "unknown method 'nope'; valid: dmtl, gttn_a" in capsys.readouterr().err
     assert main(["train", "--dataset", "nope", "--no-progress"]) == 2
-    assert "unknown dataset 'nope'; valid: office_caltech, omniglot, synthetic" in capsys.readouterr().err
+    assert "unknown dataset 'nope'; valid: domainnet, imageclef, office31, office_caltech, office_home, omniglot, synthetic" in capsys.readouterr().err
 
 
 def test_missing_data_says_where_it_looked(tmp_path: Path, capsys) -> None:

@@ -115,7 +115,7 @@ def test_study_name_changes_with_the_protocol_not_with_the_budget(tmp_path: Path
 def test_unknown_dataset_and_missing_data_fail_before_any_trial(tmp_path: Path, capsys) -> None:
     plan_dir = write_plan(tmp_path / "plans")
     assert main(sweep_args(tmp_path, plan_dir, "--dataset", "nope")) == 2
-    assert "valid: office_caltech" in capsys.readouterr().err
+    assert "valid: domainnet, imageclef, office31, office_caltech" in capsys.readouterr().err
     assert main(sweep_args(tmp_path, plan_dir, "--dataset", "omniglot", "--data-dir", str(tmp_path))) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "optuna.db").exists()

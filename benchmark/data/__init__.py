@@ -1,8 +1,22 @@
 """One data-module layer over small per-dataset sources (DESIGN.md)."""
 
-from . import office_caltech, omniglot, synthetic  # noqa: F401  (register the sources)
+from . import (  # noqa: F401  (register)
+    domainnet,
+    imageclef,
+    office31,
+    office_caltech,
+    office_home,
+    omniglot,
+    synthetic,
+)
 from .module import MultiTaskDataModule
-from .source import DataUnavailableError, MultiTaskDataset, TaskData, dataset_names, dataset_source
+from .source import (
+    DataUnavailableError,
+    MultiTaskDataset,
+    TaskData,
+    dataset_names,
+    dataset_source,
+)
 from .splits import stratified_split
 
 __all__ = [

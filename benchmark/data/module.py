@@ -118,6 +118,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.splits = []
         for labels in self.labels_np:
             split = stratified_split(labels, train_ratio, val_ratio, split_rng)
+            if len(split["test"]) == 0:
+                raise ValueError(f"task {dataset.task_names[len(self.splits)]} has no test sample at "
+                                 f"train_ratio={train_ratio} ({len(labels)} samples); lower the train ratio")
             if holdout_ratio > 0:
                 inner = stratified_split(labels[split["train"]], 1 - holdout_ratio, 0.0, holdout_rng)
                 split["holdout"] = split["train"][inner["test"]]

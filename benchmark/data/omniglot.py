@@ -11,7 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .download import Download
 from .source import DatasetSource, MultiTaskDataset, TaskData, register_source
+
+_NPZ = "https://github.com/bitsandscraps/omniglot/raw/HEAD/{}"
 
 # Global character ids 1..964 are in the background file, 965..1623 in the evaluation file.
 FIRST_EVALUATION_ID = 965
@@ -26,6 +29,10 @@ class Omniglot(DatasetSource):
         "images_evaluation.npz": "0b84c7ffd94c4841c0040e529c86a82eaaccb986d8eadad5673f7991b7475276",
         "alphabet_ranges.csv": "ad226857961ff7ec2dc0d9e9ab3b39f34c34afa6e99295ca1bcbf47183fc1936",
     }
+    downloads = (
+        Download(_NPZ.format("images_background.npz"), "images_background.npz", files["images_background.npz"]),
+        Download(_NPZ.format("images_evaluation.npz"), "images_evaluation.npz", files["images_evaluation.npz"]),
+    )  # alphabet_ranges.csv has no download: datasets/omniglot/README.md says how to make it
     how_to_get = (
         "Get images_background.npz and images_evaluation.npz (https://github.com/bitsandscraps/omniglot, an npz "
         "conversion of https://github.com/brendenlake/omniglot) and alphabet_ranges.csv, and place them in "

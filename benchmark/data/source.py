@@ -44,21 +44,47 @@ class MultiTaskDataset:
 
 
 class DatasetSource:
-    """One dataset: its files (relative to ``data_dir / folder``) with checksums, and a reader."""
+    """One dataset: its files (relative to ``data_dir / folder``) with checksums, and a reader.
+
+    A dataset comes as one or more inputs, named by ``features``: inputs its files hold
+    (``native_features``, read by :meth:`read`; "" for a dataset with a single input), or the
+    backbone features extracted from its images (``fc7``, ``pool5``: :mod:`benchmark.data.features`).
+    """
 
     name: str
     folder: str
     files: dict[str, str] = {}  # relative path -> sha256
+    downloads: tuple = ()  # Download entries (benchmark.data.download): what `mtlbench data` fetches
     how_to_get: str = ""
-    default_features: str = ""  # the input's name where a dataset comes in several (leaderboard file names)
+    native_features: tuple[str, ...] = ("",)
+    default_features: str = ""  # the input used unless dataset_params name another (leaderboard file names)
 
     def root(self, data_dir: Path) -> Path:
         return Path(data_dir) / self.folder
 
-    def present(self, data_dir: Path) -> bool:
-        return all((self.root(data_dir) / f).is_file() for f in self.files)
+    def is_native(self, features: str | None) -> bool:
+        return (features or self.default_features) in self.native_features
 
-    def verify(self, data_dir: Path) -> None:
+    def present(self, data_dir: Path, features: str | None = None, backbone: str | None = None) -> bool:
+        if self.is_native(features):
+            return all((self.root(data_dir) / f).is_file() for f in self.files)
+        from .features import MANIFEST, cache_dir
+
+        return (cache_dir(self, data_dir, *_feature_key(self, features, backbone)) / MANIFEST).is_file()
+
+    def verify(self, data_dir: Path, features: str | None = None, backbone: str | None = None) -> None:
+        """Raise :class:`DataUnavailableError` unless the named input is present and intact."""
+        if not self.is_native(features):
+            from .features import cache_dir, cache_problems, features_command
+
+            key = _feature_key(self, features, backbone)
+            problems = cache_problems(cache_dir(self, data_dir, *key))
+            if problems:
+                raise DataUnavailableError(
+                    f"{self.name}: no usable {key[0]} {key[1]} features: " + "; ".join(problems)
+                    + f".\nRun `{features_command(self.name, *key)}` to extract (or rebuild) them. {self.how_to_get}"
+                )
+            return
         for relative, expected in self.files.items():
             path = self.root(data_dir) / relative
             if not path.is_file():
@@ -73,12 +99,25 @@ class DatasetSource:
                     f"the file is corrupt or a different version. Replace it.\n{self.how_to_get}"
                 )
 
-    def load(self, data_dir: Path, **params: Any) -> MultiTaskDataset:
+    def load(self, data_dir: Path, features: str | None = None, backbone: str | None = None,
+             **params: Any) -> MultiTaskDataset:
+        if not self.is_native(features):
+            from .features import load_cached_features
+
+            if params:
+                raise ValueError(f"{self.name} {features} features take no dataset parameters, got {sorted(params)}")
+            return load_cached_features(self, Path(data_dir), *_feature_key(self, features, backbone))
         self.verify(data_dir)
         return self.read(self.root(data_dir), **params)
 
     def read(self, root: Path, **params: Any) -> MultiTaskDataset:
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.name} has no native input; name extracted features (fc7, pool5)")
+
+
+def _feature_key(source: DatasetSource, features: str | None, backbone: str | None) -> tuple[str, str]:
+    from ..backbones import DEFAULT_BACKBONE
+
+    return backbone or DEFAULT_BACKBONE, features or source.default_features
 
 
 def sha256_of(path: Path) -> str:
