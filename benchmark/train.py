@@ -202,6 +202,8 @@ def _fit_and_test(
     trainer.test(module, datamodule=data, verbose=False)
     record = _record(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
     record["val_tasks"] = data.validation_tasks  # the tasks whose mean selected the epoch
+    if dataset.provenance:
+        record["inputs"] = dict(dataset.provenance)
     record["sharing"] = sharing_strength(initial.norms, task_trace_norms(module))
     result = RunResult(record, history=selector.history)
     if out_dir is not None:

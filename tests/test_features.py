@@ -122,6 +122,8 @@ def test_train_runs_on_extracted_features(office31_dir: Path, tmp_path: Path, ca
     (record,) = (tmp_path / "office31" / "gttn_a").glob("*.json")
     record = json.loads(record.read_text())
     assert record["config"]["dataset_params"] == {"features": "fc7"} and list(record["tasks"]) == ["amazon", "dslr", "webcam"]
+    manifest = json.loads((cache_dir(dataset_source("office31"), office31_dir, "vgg19", "fc7") / "manifest.json").read_text())
+    assert record["inputs"]["weights"].startswith("random") and record["inputs"]["files"] == manifest["files"]
 
 
 def test_missing_features_name_the_command_that_makes_them(tmp_path: Path, capsys) -> None:

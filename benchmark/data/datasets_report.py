@@ -65,7 +65,7 @@ def _report_images(source: DatasetSource, data_dir: Path) -> bool:
 def _report_feature_caches(root: Path) -> None:
     for directory in sorted((root / "features").glob("*")) if (root / "features").is_dir() else []:
         if directory.name.endswith((".partial", ".writing")):
-            print(f"  features {directory.name}: an extraction that stopped; `mtlbench features` continues it")
+            print(f"  features {directory.name}: an unfinished extraction (running, or stopped: `mtlbench features` continues it)")
             continue
         problems = cache_problems(directory)
         if problems:

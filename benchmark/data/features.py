@@ -35,6 +35,7 @@ from .source import (
 
 MANIFEST = "manifest.json"
 STORED_DTYPE = torch.float16  # halves DomainNet's pool5 cache; 3 significant digits suffice after standardising
+PROVENANCE_KEYS = ("backbone", "layer", "weights", "preprocessing", "image_list_sha256", "files")  # into run records
 CHUNK_IMAGES = 512  # images per partial file: what a run that dies can lose at most, per task
 
 ImageList = dict[str, list[tuple[str, int]]]  # task -> (path relative to the dataset folder, label)
@@ -89,7 +90,8 @@ def load_cached_features(source: DatasetSource, data_dir: Path, backbone: str, l
     for name in manifest["tasks"]:
         stored = torch.load(directory / f"{name}.pt", weights_only=True)
         tasks.append(TaskData(name, stored["features"], stored["labels"], len(source.classes)))
-    return MultiTaskDataset(source.name, tuple(tasks), kind="features", network="features")
+    provenance = {key: manifest.get(key) for key in PROVENANCE_KEYS}
+    return MultiTaskDataset(source.name, tuple(tasks), kind="features", network="features", provenance=provenance)
 
 
 def write_cache(directory: Path, manifest: dict[str, Any], tasks: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:

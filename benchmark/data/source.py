@@ -8,7 +8,8 @@ raises an error that names the path, the failed checksum and how to get the data
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class MultiTaskDataset:
     tasks: tuple[TaskData, ...]
     kind: str  # "features": standardised, MLP; "images": raw pixels for a CNN
     network: str  # network kind for nets.build_network
+    # Where derived inputs came from (a feature cache's backbone, weights, image list), for the record.
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
