@@ -134,6 +134,8 @@ def test_missing_features_name_the_command_that_makes_them(tmp_path: Path, capsy
     assert "mtlbench features office31 --backbone vgg19 --layer pool5" in capsys.readouterr().err
     assert main(["features", "office_home", "--weights", "random", "--data-dir", str(tmp_path), "--no-progress"]) == 2
     assert "image folder" in capsys.readouterr().err
+    assert main(["features", "office31", "--weights", str(tmp_path / "vgg19.pth"), "--data-dir", str(tmp_path)]) == 2
+    assert "vgg19.pth not found" in capsys.readouterr().err
     assert main(["features", "office31", "--layer", "fc8", "--data-dir", str(tmp_path)]) == 2
     assert "has no layer 'fc8'; valid: fc7, pool5" in capsys.readouterr().err
 

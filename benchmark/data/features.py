@@ -160,13 +160,10 @@ class Extraction:
     def directory(self) -> Path:
         return cache_dir(self.source, self.data_dir, self.backbone, self.layer)
 
-    def identity(self, images: ImageList) -> dict[str, Any]:
-        """Everything the features depend on: a cache with another identity is not reused."""
-        from ..backbones import backbone
-
+    def identity(self, weights: str, images: ImageList) -> dict[str, Any]:
+        """Everything the features depend on (``weights`` described): another identity is not reused."""
         return {
-            "dataset": self.source.name, "backbone": self.backbone, "layer": self.layer,
-            "weights": backbone(self.backbone).describe(self.weights),
+            "dataset": self.source.name, "backbone": self.backbone, "layer": self.layer, "weights": weights,
             "preprocessing": f"resize {round(self.image_size * 256 / 224)}, center crop {self.image_size}, ImageNet mean/std",
             "image_list_sha256": image_list_sha256(images),
         }
@@ -175,9 +172,10 @@ class Extraction:
         """Reuse a valid cache of the same identity; otherwise extract (continuing a partial run)."""
         from ..backbones import backbone
 
-        spec = backbone(self.backbone).layer(self.layer)  # an unknown layer fails before any work
+        spec = backbone(self.backbone).layer(self.layer)  # wrong arguments fail before any work
+        weights = backbone(self.backbone).describe(self.weights)
         images = self.source.image_list(self.data_dir)
-        identity = self.identity(images)
+        identity = self.identity(weights, images)
         if (self.directory / MANIFEST).is_file():
             problems = cache_problems(self.directory)
             cached = {k: read_manifest(self.directory).get(k) for k in identity} if not problems else None
