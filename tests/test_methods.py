@@ -148,3 +148,21 @@ def test_lazy_regularisation_applies_the_penalty_every_kth_step_weighted_k() -> 
     for step, (loss, cross_entropy, _) in enumerate(losses):
         expected = cross_entropy + (3 * 0.5 * penalty if step % 3 == 0 else 0)
         torch.testing.assert_close(loss.detach(), expected.detach())
+
+
+@pytest.mark.parametrize(("method", "per_layer_count"), [("laf", lambda p: 1), ("tucker", lambda p: p),
+                                                         ("tt", lambda p: p - 1), ("gttn_a", lambda p: 2 ** (p - 1) - 1)])
+def test_per_flattening_lambda_weights_every_flattening_once(method: str, per_layer_count) -> None:
+    """TNRDMTL's gamma per flattening: each layer's averaged norm times its number of flattenings."""
+    from benchmark.nets import NetworkSpec
+
+    spec = NetworkSpec((2, 2, 3), (4, 4, 4), "features")  # a pool5-like input: layers of order 5 and 3
+    modules = [method_class(method)(spec, TrainConfig(method=method, hidden=6, method_params=params), ["a", "b", "c"])
+               for params in ({}, {"per_flattening": True})]
+    modules[1].load_state_dict(modules[0].state_dict())
+    layers = modules[0].stacked_layers()
+    assert [layer.weight.ndim for layer in layers] == [5, 3]
+    expected = sum(per_layer_count(layer.weight.ndim) * reg(layer.weight)
+                   for reg, layer in zip(modules[0].regularisers, layers))
+    torch.testing.assert_close(modules[1].penalty(), expected)
+    assert modules[1].penalty() > modules[0].penalty() or method == "laf"

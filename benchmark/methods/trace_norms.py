@@ -4,6 +4,11 @@ stacked layer (LAF, LAF-i, Tucker, TT, TR, Prod, GTTN-a, GTTN variable, GTTN min
 Each registered method names its regulariser; method parameters (``axis`` for LAF-i, ``d`` for TR)
 are passed on to it. Layers without a task axis (the shared hidden layer of ``layers=head``) are
 not regularised, as in the public GTTN code.
+
+The regularisers average over their N flattenings, so one lambda means the same for every
+method. ``per_flattening=true`` multiplies each layer's term by its N instead: lambda is then a
+weight per flattening, lambda * sum_j ||W_j||_*, which is how Yang & Hospedales (ICLR 2017) set
+"gamma = 0.01 for every flattening" (their Omniglot protocol, SPEC.md section 1).
 """
 
 from __future__ import annotations
@@ -22,13 +27,19 @@ class TraceNormMethod(MultiTaskModule):
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
+        params = dict(config.method_params)
+        self.per_flattening = bool(params.pop("per_flattening", False))
         self.regularisers = nn.ModuleList(
-            regulariser(self.regulariser_name, ndim=layer.weight.ndim, **config.method_params)
-            for layer in self.stacked_layers()
+            regulariser(self.regulariser_name, ndim=layer.weight.ndim, **params) for layer in self.stacked_layers()
         )
 
     def penalty(self) -> torch.Tensor:
-        return sum(reg(layer.weight) for reg, layer in zip(self.regularisers, self.stacked_layers()))
+        return sum(self.layer_scale(reg, layer.weight) * reg(layer.weight)
+                   for reg, layer in zip(self.regularisers, self.stacked_layers()))
+
+    def layer_scale(self, reg: nn.Module, weight: torch.Tensor) -> int:
+        """N, the layer's number of flattenings, with ``per_flattening``; else 1."""
+        return len(reg.flattenings(tuple(weight.shape))) if self.per_flattening else 1
 
     def logged_state(self) -> dict[str, float]:
         learned = [(layer, reg.flattening_weights()) for reg, layer in zip(self.regularisers, self.stacked_layers())]
