@@ -34,15 +34,16 @@ def _features(args: argparse.Namespace) -> int:
     from .data import DataUnavailableError, dataset_source
     from .data.features import Extraction
     from .data.gttn_text import import_gttn_text
+    from .data.images import ImageDatasetSource
 
     data_dir = args.data_dir or default_data_dir()
     try:
         source = dataset_source(args.dataset)
+        if not isinstance(source, ImageDatasetSource):
+            raise ValueError(f"{source.name} is not a dataset of image domains; features are made for image datasets")
         if args.from_gttn_text:
             directory = import_gttn_text(source, data_dir, args.from_gttn_text, args.backbone, args.layer)
         else:
-            if not hasattr(source, "image_list"):
-                raise ValueError(f"{source.name} is not an image dataset; features come from images")
             device = args.device or ("cuda" if _cuda_available() else "cpu")
             extraction = Extraction(source, data_dir, args.backbone, args.layer, args.weights, args.image_size,
                                     args.batch_size, args.workers, device)

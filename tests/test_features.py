@@ -136,6 +136,8 @@ def test_missing_features_name_the_command_that_makes_them(tmp_path: Path, capsy
     assert "image folder" in capsys.readouterr().err
     assert main(["features", "office31", "--weights", str(tmp_path / "vgg19.pth"), "--data-dir", str(tmp_path)]) == 2
     assert "vgg19.pth not found" in capsys.readouterr().err
+    assert main(["features", "omniglot", "--data-dir", str(tmp_path)]) == 2
+    assert "omniglot is not a dataset of image domains" in capsys.readouterr().err
     assert main(["features", "office31", "--layer", "fc8", "--data-dir", str(tmp_path)]) == 2
     assert "has no layer 'fc8'; valid: fc7, pool5" in capsys.readouterr().err
 

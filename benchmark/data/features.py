@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .images import ImageDatasetSource
 from .source import (
     DatasetSource,
     DataUnavailableError,
@@ -146,7 +148,7 @@ class _Images(Dataset):
 class Extraction:
     """One feature extraction: what it reads, with what, and how."""
 
-    source: DatasetSource
+    source: ImageDatasetSource
     data_dir: Path
     backbone: str = "vgg19"
     layer: str = "fc7"
@@ -168,7 +170,7 @@ class Extraction:
             "image_list_sha256": image_list_sha256(images),
         }
 
-    def run(self, progress: bool = True, log: Any = print) -> Path:
+    def run(self, progress: bool = True, log: Callable[[str], None] = print) -> Path:
         """Reuse a valid cache of the same identity; otherwise extract (continuing a partial run)."""
         from ..backbones import backbone
 
@@ -203,8 +205,7 @@ class Extraction:
                         _save_atomic(self._extract(model, spec.forward, [p for p, _ in chunk], bar), chunk_path)
         tasks = {}
         for task, entries in images.items():
-            chunks = sorted(partial.glob(f"{task}-*.pt"))
-            features = torch.cat([torch.load(c, weights_only=True) for c in chunks]) if chunks else torch.empty(0, *spec.shape)
+            features = torch.cat([torch.load(c, weights_only=True) for c in sorted(partial.glob(f"{task}-*.pt"))])
             tasks[task] = (features, torch.tensor([label for _, label in entries], dtype=torch.int64))
         manifest = {**identity, "images": images, "classes": list(self.source.classes),
                     "torch": torch.__version__, "layer_shape": list(spec.shape)}
