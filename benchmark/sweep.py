@@ -260,6 +260,10 @@ class MethodStudies:
         )
 
     def best_trial(self) -> FrozenTrial | None:
+        """The search's best trial; for a fixed plan, a stand-in with no parameters (the protocol)."""
+        if self.plan.fixed:
+            # value: Optuna requires one for a complete trial; nothing reads it for a fixed plan.
+            return optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, params={}, distributions={})
         complete = self.search_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return min(complete, key=lambda t: (t.value, t.number)) if complete else None
 
@@ -269,7 +273,7 @@ class MethodStudies:
         Named after the best trial: more search trials that find a better one start new finals.
         Only a worker whose search is done creates it, so watching progress creates nothing.
         """
-        name = f"{self.search_name}/final/t{best.number}"
+        name = f"{self.search_name}/final/{'fixed' if self.plan.fixed else f't{best.number}'}"
         if create:
             return optuna.create_study(storage=self.storage, study_name=name, direction="minimize", load_if_exists=True)
         try:
@@ -388,7 +392,9 @@ class Worker:
         with self._reported(trial, studies, f"final seed {seed}", best.params):
             result = self._train(config, trial, "final", [])
         trial.set_user_attr("test_err_mean", result.record["test_err_mean"])
-        return 1 - result.record["val_acc_mean"]
+        # Nothing is selected on a final's value; a fixed-budget run without validation reports test error.
+        val_acc = result.record["val_acc_mean"]
+        return result.record["test_err_mean"] if val_acc is None else 1 - val_acc
 
     def _train(self, config: TrainConfig, trial: optuna.Trial, job: str, callbacks: list[L.Callback]) -> RunResult:
         from .train import (

@@ -116,7 +116,7 @@ class SweepPlan:
             if unknown:
                 raise ValueError(f"unknown method(s) {unknown}; valid: all, {', '.join(method_names())}")
         protocol_values = {**values.get("protocol", {}), **(protocol or {})}
-        fixed = sorted(set(protocol_values) & {*PLAN_FIELDS, *values.get("search", {})})
+        fixed = sorted(set(protocol_values) & {*PLAN_FIELDS, *(values.get("search") or {})})
         if fixed:
             raise ValueError(
                 f"protocol cannot fix {fixed}: the sweep sets them (dataset, method, searched fields; "
@@ -128,7 +128,7 @@ class SweepPlan:
             trials=int(trials if trials is not None else values.get("trials", 20)),
             search_seed=int(values.get("search_seed", 0)),
             final_seeds=tuple(int(s) for s in (final_seeds or values.get("final_seeds", (1, 2, 3, 4, 5)))),
-            search=tuple(SearchDimension.parse(name, spec) for name, spec in values.get("search", {}).items()),
+            search=tuple(SearchDimension.parse(name, spec) for name, spec in (values.get("search") or {}).items()),
             protocol=protocol_values,
             method_params=values.get("method_params") or {},
             pruner=values.get("pruner") or {},
@@ -136,9 +136,19 @@ class SweepPlan:
         plan.check()
         return plan
 
+    @property
+    def fixed(self) -> bool:
+        """A plan without a search (``search: null``, ``trials: 0``): the finals run the protocol as
+        given, one per seed. Reproductions of a paper's fixed setting use it (Omniglot at 10% has
+        no validation part to search on)."""
+        return not self.search
+
     def check(self) -> None:
-        if self.trials < 1 or not self.final_seeds:
-            raise ValueError(f"a sweep needs trials >= 1 and at least one final seed (got {self.trials}, {self.final_seeds})")
+        if not self.final_seeds:
+            raise ValueError("a sweep needs at least one final seed")
+        if self.fixed != (self.trials == 0):
+            raise ValueError(f"trials: 0 goes with search: null (a fixed plan), and a search needs trials >= 1 "
+                             f"(got trials {self.trials} and {len(self.search)} searched field(s))")
         if len(set(self.final_seeds)) != len(self.final_seeds) or self.search_seed in self.final_seeds:
             raise ValueError(
                 f"final seeds must be distinct and differ from the search seed {self.search_seed} "
@@ -146,8 +156,8 @@ class SweepPlan:
             )
         for ratio in self.train_ratios:
             config = self.config(self.methods[0], ratio, seed=self.search_seed)
-            if config.val_ratio == 0:
-                raise ValueError("a sweep selects on validation error: protocol.val_ratio must be > 0")
+            if config.val_ratio == 0 and not self.fixed:
+                raise ValueError("a search selects on validation error: protocol.val_ratio must be > 0")
         for method, params in self.method_params.items():
             if method in self.methods:
                 from .methods import method_class

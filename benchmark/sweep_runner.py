@@ -99,7 +99,9 @@ def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
             "lam": None, "hidden": None, "val_err": None, "final_test_err": None, "finals": 0,
         }
         if best is not None:
-            row.update({k: best.params.get(k) for k in ("lam", "hidden")}, val_err=best.value)
+            protocol = method_studies.plan.config(method_studies.method, method_studies.train_ratio, seed=0)
+            row.update({k: best.params.get(k, getattr(protocol, k)) for k in ("lam", "hidden")},
+                       val_err=None if method_studies.plan.fixed else best.value)
             final_study = method_studies.final_study(best, create=False)
             finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
             errors = [t.user_attrs["test_err_mean"] for t in finals if "test_err_mean" in t.user_attrs]

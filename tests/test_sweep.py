@@ -154,6 +154,27 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     assert final["config"]["seed"] in (1, 2) and final["selection"] == "best_val_acc_mean"
 
 
+def test_a_fixed_plan_runs_the_protocol_once_per_seed_without_validation(tmp_path: Path, capsys) -> None:
+    """search: null, trials: 0 (a paper's fixed setting): finals only, even with no validation part."""
+    plan_dir = write_plan(tmp_path / "plans", search=None, trials=0, final_seeds=[1, 2],
+                          protocol={**TINY_PLAN["protocol"], "val_ratio": 0.0, "lam": 0.05, "hidden": 6},
+                          method_params={"tucker": {"per_flattening": True}})
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    table = capsys.readouterr().out
+    assert "0.05" in table and "      6" in table  # the protocol's lambda and hidden, not a search's
+    finals = records(tmp_path / "runs", "final")
+    assert sorted((r["method"], r["seed"]) for r in finals) == [("stl", 1), ("stl", 2), ("tucker", 1), ("tucker", 2)]
+    assert all(r["selection"] == "fixed_budget_last_epoch" and r["config"]["lam"] == 0.05 for r in finals)
+    assert [r["config"]["method_params"] for r in finals if r["method"] == "tucker"] == [{"per_flattening": True}] * 2
+    assert records(tmp_path / "runs", "sweep") == []
+    assert main(sweep_args(tmp_path, plan_dir)) == 0  # run again: nothing re-run
+    assert len(records(tmp_path / "runs", "final")) == 4
+    assert main(["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "board"), "--no-plots"]) == 0
+    assert "tucker" in (tmp_path / "board" / "synthetic.csv").read_text()
+    with pytest.raises(ValueError, match="trials: 0 goes with search: null"):
+        SweepPlan.load("synthetic", write_plan(tmp_path / "bad", trials=0))
+
+
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_path: Path, monkeypatch) -> None:
     plan = load_plan(write_plan(tmp_path / "plans", trials=3, methods="tucker"))
     url = f"sqlite:///{tmp_path}/optuna.db"
