@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from benchmark.data import DataUnavailableError, MultiTaskDataModule, dataset_source, stratified_split
+from benchmark.data.module import EVAL_BATCH_VALUES
+from benchmark.data.source import MultiTaskDataset, TaskData
 
 
 def test_stratified_split_keeps_each_class_ratio_and_is_disjoint() -> None:
@@ -58,6 +61,15 @@ def test_evaluation_covers_every_sample_once_with_padding_marked() -> None:
     for batch in data.test_dataloader():
         seen += (batch["y"] >= 0).sum(1).numpy()
     assert seen.tolist() == [len(s["test"]) for s in data.splits]
+
+
+def test_evaluation_batches_of_large_images_stay_within_the_memory_budget() -> None:
+    images = [TaskData(f"t{t}", torch.zeros(60, 1, 105, 105, dtype=torch.uint8), torch.arange(60) % 3, 3)
+              for t in range(50)]  # Omniglot-sized: 50 tasks of 105 x 105 images
+    data = MultiTaskDataModule(MultiTaskDataset("images", tuple(images), "images", "omniglot_cnn"), 0.1, 0.0)
+    batches = list(data.test_dataloader())
+    assert max(b["x"].numel() for b in batches) <= EVAL_BATCH_VALUES
+    assert sum(int((b["y"] >= 0).sum()) for b in batches) == sum(len(s["test"]) for s in data.splits)
 
 
 def test_holdout_part_comes_from_train_and_is_disjoint() -> None:

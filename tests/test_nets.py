@@ -46,6 +46,30 @@ def test_omniglot_cnn_has_the_paper_shapes_and_masks_missing_classes() -> None:
     assert torch.softmax(logits[1], -1)[:, 3:].max() == 0  # task 1 has 3 classes
 
 
+def test_omniglot_cnn_equals_the_papers_per_task_conv_tanh_pool_order() -> None:
+    """The network pools before tanh (cheaper); outputs and weight gradients must equal the paper's
+    per-task conv -> tanh -> pool -> ... -> tanh(FC 64) -> FC, run task by task."""
+    torch.manual_seed(0)
+    network = build_network(NetworkSpec((1, 105, 105), (5, 3), "omniglot_cnn"), hidden=64, share_hidden=False)
+    x = torch.randn(2, 3, 1, 105, 105)
+    network(x).sum().backward()
+    fast = [p.grad.clone() for p in network.parameters()]
+    network.zero_grad()
+    per_task = []
+    for t in range(2):
+        h = x[t]
+        for conv in (network.conv1, network.conv2, network.conv3):
+            kernel = conv.weight[..., t].permute(3, 2, 0, 1)
+            h = F.max_pool2d(torch.tanh(F.conv2d(h, kernel, conv.bias[:, t])), 2)
+        h = torch.tanh(h.flatten(1) @ network.fc.weight[..., t] + network.fc.bias[:, t])
+        per_task.append(h @ network.out.weight[..., t] + network.out.bias[:, t])
+    reference = network.mask_logits(torch.stack(per_task))
+    torch.testing.assert_close(network(x), reference)
+    reference.sum().backward()
+    for got, want in zip(fast, (p.grad for p in network.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_pool5_features_keep_their_spatial_modes() -> None:
     network = build_network(NetworkSpec((7, 7, 8), (4, 4, 4)), hidden=6, share_hidden=False)
     assert network.hidden.weight.shape == (7, 7, 8, 6, 3)

@@ -66,6 +66,9 @@ class _TrainStream(IterableDataset):
             yield batch
 
 
+EVAL_BATCH_VALUES = 2**24  # input values in one evaluation batch (64 MB of float32)
+
+
 class _EvalChunks(IterableDataset):
     """Every sample of a split once, in chunks of (T, chunk); padding has label -1."""
 
@@ -104,12 +107,16 @@ class MultiTaskDataModule(L.LightningDataModule):
         samples_per_class: int = 2,
         class_balanced: bool = True,
         holdout_ratio: float = 0.0,
-        eval_chunk: int = 512,
+        eval_chunk: int | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
         self.class_balanced = class_balanced
-        self.eval_chunk = eval_chunk
+        # Samples per task in one evaluation batch: by default as many as keep the batch's inputs
+        # under EVAL_BATCH_VALUES values. A fixed 512 made Omniglot's test batch 25,600 images, whose
+        # first convolution alone needs 8 GB; the result does not depend on the chunking.
+        per_sample = math.prod(dataset.input_shape) * len(dataset.tasks)
+        self.eval_chunk = eval_chunk or max(1, EVAL_BATCH_VALUES // per_sample)
         self.rng = np.random.default_rng([seed, 1])
         split_rng = np.random.default_rng([seed, 0])
         # Its own stream, so a method's held-out part leaves every method the same val and test split.

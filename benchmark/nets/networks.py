@@ -95,7 +95,9 @@ class OmniglotCNN(MultiTaskNetwork):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grouped = to_grouped(x).contiguous(memory_format=torch.channels_last)  # one layout change in, one out
         for conv in (self.conv1, self.conv2, self.conv3):
-            grouped = F.max_pool2d(torch.tanh(conv.forward_grouped(grouped)), 2)
+            # tanh is increasing, so tanh(maxpool(z)) = maxpool(tanh(z)) with the same gradient; pooling
+            # first runs tanh and its backward on a quarter of the values (they were 37% of a step).
+            grouped = torch.tanh(F.max_pool2d(conv.forward_grouped(grouped), 2))
         x = from_grouped(grouped, x.shape[0])
         return self.mask_logits(self.out(torch.tanh(self.fc(x.flatten(2)))))
 
