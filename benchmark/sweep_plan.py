@@ -3,7 +3,8 @@
 A plan names the methods, the search space (SPEC.md section 4: lambda log-uniform in
 [1e-4, 1e1], hidden in {128, 256, 512, 1024}), the trials per method, the seed of the search
 split, the seeds of the final runs (new splits) and the protocol: every other
-:class:`~benchmark.config.TrainConfig` field, fixed for the whole study.
+:class:`~benchmark.config.TrainConfig` field, fixed for the whole study. ``method_protocol``
+changes protocol fields for one method (a paper's STL trained without penalty, say).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import yaml
 
 from .config import TrainConfig
 
-SWEEP_KEYS = ("methods", "trials", "search_seed", "final_seeds", "search", "protocol", "method_params", "pruner")
+SWEEP_KEYS = (
+    "methods", "trials", "search_seed", "final_seeds", "search", "protocol", "method_protocol", "method_params", "pruner",
+)
 SEARCHED_FIELDS = ("lam", "hidden", "lr")
 PLAN_FIELDS = ("dataset", "method", "seed", "method_params")  # set by the sweep, never by the protocol
 
@@ -87,6 +90,7 @@ class SweepPlan:
     protocol: Mapping[str, Any]
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     pruner: Mapping[str, Any] = field(default_factory=dict)
+    method_protocol: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -116,12 +120,21 @@ class SweepPlan:
             if unknown:
                 raise ValueError(f"unknown method(s) {unknown}; valid: all, {', '.join(method_names())}")
         protocol_values = {**values.get("protocol", {}), **(protocol or {})}
-        fixed = sorted(set(protocol_values) & {*PLAN_FIELDS, *(values.get("search") or {})})
+        searched = values.get("search") or {}
+        fixed = sorted(set(protocol_values) & {*PLAN_FIELDS, *searched})
         if fixed:
             raise ValueError(
                 f"protocol cannot fix {fixed}: the sweep sets them (dataset, method, searched fields; "
                 "seeds via search_seed/final_seeds; method_params at the top level)"
             )
+        method_protocol = values.get("method_protocol") or {}
+        strangers = sorted(set(method_protocol) - set(method_names()))
+        if strangers:
+            raise ValueError(f"method_protocol: unknown method(s) {strangers}; valid: {', '.join(method_names())}")
+        for method, overrides in method_protocol.items():
+            clash = sorted(set(overrides) & {*PLAN_FIELDS, *searched, "train_ratio"})
+            if clash:
+                raise ValueError(f"method_protocol.{method} cannot set {clash}: the sweep or the study sets them")
         plan = cls(
             dataset=dataset,
             methods=chosen,
@@ -132,6 +145,7 @@ class SweepPlan:
             protocol=protocol_values,
             method_params=values.get("method_params") or {},
             pruner=values.get("pruner") or {},
+            method_protocol=method_protocol,
         )
         plan.check()
         return plan
@@ -158,6 +172,9 @@ class SweepPlan:
             config = self.config(self.methods[0], ratio, seed=self.search_seed)
             if config.val_ratio == 0 and not self.fixed:
                 raise ValueError("a search selects on validation error: protocol.val_ratio must be > 0")
+        for method in self.method_protocol:
+            if method in self.methods:
+                self.config(method, self.train_ratios[0], seed=self.search_seed)  # unknown fields fail here
         for method, params in self.method_params.items():
             if method in self.methods:
                 from .methods import method_class
@@ -171,7 +188,7 @@ class SweepPlan:
         return tuple(float(r) for r in (ratios if isinstance(ratios, list) else [ratios]))
 
     def config(self, method: str, train_ratio: float, seed: int, **searched: Any) -> TrainConfig:
-        values = {**self.protocol, "train_ratio": train_ratio}
+        values = {**self.protocol, **self.method_protocol.get(method, {}), "train_ratio": train_ratio}
         return TrainConfig.from_dict(
             {**values, **searched, "dataset": self.dataset, "method": method, "seed": seed,
              "method_params": dict(self.method_params.get(method, {}))}

@@ -73,7 +73,8 @@ def records(out: Path, job: str) -> list[dict]:
 def test_every_shipped_plan_loads(plan_file: str) -> None:
     dataset = "synthetic" if plan_file == "default" else plan_file
     plan = SweepPlan.load(dataset, REPO / "sweeps")
-    assert plan.methods and plan.trials >= 1 and plan.final_seeds
+    assert plan.methods and plan.final_seeds
+    assert plan.trials >= 1 or plan.fixed  # omniglot is a fixed plan: the paper's setting, no search
     assert plan.search_seed not in plan.final_seeds
 
 
@@ -101,6 +102,12 @@ def test_bad_plans_say_what_is_valid(tmp_path: Path) -> None:
         load_plan(write_plan(tmp_path / "e", final_seeds=[0, 1]))
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         SweepPlan.load("nope", write_plan(tmp_path / "f"))
+    with pytest.raises(ValueError, match=r"method_protocol.stl cannot set \['lam'\]"):
+        load_plan(write_plan(tmp_path / "g", method_protocol={"stl": {"lam": 0.0}}))  # lam is searched
+    with pytest.raises(ValueError, match="method_protocol: unknown method.*valid: dmtl"):
+        load_plan(write_plan(tmp_path / "h", method_protocol={"stl_": {"max_epochs": 1}}))
+    with pytest.raises(ValueError, match="unknown config key.*epochs"):
+        load_plan(write_plan(tmp_path / "i", method_protocol={"stl": {"epochs": 1}}))
 
 
 def test_study_name_changes_with_the_protocol_not_with_the_budget(tmp_path: Path) -> None:
@@ -158,13 +165,15 @@ def test_a_fixed_plan_runs_the_protocol_once_per_seed_without_validation(tmp_pat
     """search: null, trials: 0 (a paper's fixed setting): finals only, even with no validation part."""
     plan_dir = write_plan(tmp_path / "plans", search=None, trials=0, final_seeds=[1, 2],
                           protocol={**TINY_PLAN["protocol"], "val_ratio": 0.0, "lam": 0.05, "hidden": 6},
-                          method_params={"tucker": {"per_flattening": True}})
+                          method_params={"tucker": {"per_flattening": True}},
+                          method_protocol={"stl": {"lam": 0.0}})  # a paper's baseline without penalty
     assert main(sweep_args(tmp_path, plan_dir)) == 0
     table = capsys.readouterr().out
     assert "0.05" in table and "      6" in table  # the protocol's lambda and hidden, not a search's
     finals = records(tmp_path / "runs", "final")
     assert sorted((r["method"], r["seed"]) for r in finals) == [("stl", 1), ("stl", 2), ("tucker", 1), ("tucker", 2)]
-    assert all(r["selection"] == "fixed_budget_last_epoch" and r["config"]["lam"] == 0.05 for r in finals)
+    assert all(r["selection"] == "fixed_budget_last_epoch" for r in finals)
+    assert sorted((r["method"], r["config"]["lam"]) for r in finals) == [("stl", 0.0)] * 2 + [("tucker", 0.05)] * 2
     assert [r["config"]["method_params"] for r in finals if r["method"] == "tucker"] == [{"per_flattening": True}] * 2
     assert records(tmp_path / "runs", "sweep") == []
     assert main(sweep_args(tmp_path, plan_dir)) == 0  # run again: nothing re-run
