@@ -5,7 +5,8 @@ std over seeds); ``<name>_train_ratio.png`` error against train ratio, where sev
 ``<name>_lambda.png`` validation error of every completed sweep trial against lambda, one panel per
 method; ``<name>_gttn_weights.png``
 the learned flattening weights of the GTTN methods that learn them; ``<name>_sharing.png``
-TNRDMTL's sharing strength by layer, 1 - ||W_(T)||_* selected / ||W_(T)||_* initial.
+TNRDMTL's sharing strength by layer, 1 - ||W_(T)||_* selected / ||W_(T)||_* initial;
+``<name>_vs_paper.png`` our accuracy beside the published one, where a paper reports this setting.
 """
 
 from __future__ import annotations
@@ -100,6 +101,30 @@ def _sharing(name: str, table: pd.DataFrame, sharing: pd.DataFrame) -> plt.Figur
                  col="train_ratio")
 
 
+def _vs_paper(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
+    """Accuracy in % (the paper's unit), ours and the paper's, mean and std over repeats."""
+    if "paper_test_err_mean" not in table.columns:
+        return None
+    order = _method_order(table)
+    rows = table.set_index("method").loc[order]
+    figure, axes = plt.subplots(figsize=(max(4.5, 1.2 + 0.75 * len(order)), 4.2))
+    positions = range(len(order))
+    for shift, (label, mean, std, colour) in enumerate([
+        ("this suite", "test_err_mean", "test_err_std", "tab:blue"),
+        ("paper", "paper_test_err_mean", "paper_test_err_std", "tab:orange"),
+    ]):
+        known = rows[mean].notna()
+        x = [p + 0.12 * (2 * shift - 1) for p, k in zip(positions, known) if k]
+        axes.errorbar(x, 100 * (1 - rows[mean][known]), yerr=100 * rows[std][known].fillna(0), fmt="o",
+                      capsize=4, color=colour, label=label)
+    axes.set_xticks(list(positions), order, rotation=45)
+    axes.set_xlim(-0.5, len(order) - 0.5)
+    axes.set(title=f"{name}: test accuracy, ours and published\n(mean and std over repeats)",
+             ylabel="mean test accuracy over tasks (%)")
+    axes.legend(fontsize="small")
+    return figure
+
+
 def _frames(runs: list[dict[str, Any]], trials: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     run_rows, weight_rows, sharing_rows = [], [], []
     for run in runs:
@@ -126,6 +151,7 @@ PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figu
     "lambda": ("trials", _lambda),
     "gttn_weights": ("weights", _gttn_weights),
     "sharing": ("sharing", _sharing),
+    "vs_paper": ("runs", _vs_paper),
 }
 
 

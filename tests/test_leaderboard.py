@@ -90,6 +90,8 @@ def test_csv_values_are_exact(runs: Path, tmp_path: Path) -> None:
     omniglot = pd.read_csv(tmp_path / "board" / "omniglot.csv").set_index("method")
     assert omniglot.loc["stl", "paper_test_err_mean"] == exactly(1 - 0.3411)
     assert omniglot.loc["stl", "paper_test_err_std"] == exactly(0.006)
+    assert omniglot.loc["stl", "vs_paper_pts"] == exactly(100 * (0.65 - (1 - 0.3411)))  # 0.65: mean over tasks
+    assert "vs_paper_pts" not in table.columns  # no paper figure for synthetic
     summary = pd.read_csv(tmp_path / "board" / "summary.csv")
     assert list(summary.columns) == ["table", "train_ratio", "gttn_var", "stl", "tucker"]
     assert len(summary) == 3
@@ -121,10 +123,11 @@ def test_command_draws_the_plots_and_reports_broken_records(runs: Path, tmp_path
     captured = capsys.readouterr()
     assert "truncated.json" in captured.err and "**22.00 (2.83)**" in captured.out
     for name in ("synthetic_errors", "synthetic_train_ratio", "synthetic_lambda", "synthetic_gttn_weights",
-                 "synthetic_sharing", "omniglot_errors"):
+                 "synthetic_sharing", "omniglot_errors", "omniglot_vs_paper"):
         with Image.open(out / f"{name}.png") as image:
             assert image.width > 300 and image.height > 200
     assert not (out / "omniglot_train_ratio.png").exists()  # one ratio: nothing to plot against
+    assert not (out / "synthetic_vs_paper.png").exists()  # no published figure to compare with
 
 
 def test_no_records_is_a_clear_error(tmp_path: Path, capsys) -> None:
