@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,26 @@ def _worker_arguments(plan: SweepPlan, args: argparse.Namespace, storage_url: st
     return arguments
 
 
+def worker_environment(index: int, workers: int, gpus: Sequence[str], base: Mapping[str, str]) -> dict[str, str]:
+    """Worker i sees only GPU gpus[i], and the workers split the CPU cores between them.
+
+    Each torch process otherwise starts one thread per core, so N workers on a CPU box would run
+    N x cores threads and slow each other down. An OMP_NUM_THREADS the user set is kept.
+    """
+    env = dict(base)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
+    return env
+
+
 def spawn_workers(arguments: Sequence[str], workers: int, gpus: Sequence[str], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
-    """Start ``workers`` processes of ``mtlbench sweep --worker-index i``; worker i sees GPU gpus[i]."""
+    """Start ``workers`` processes of ``mtlbench sweep --worker-index i`` (see :func:`worker_environment`)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     processes = []
     for index in range(workers):
-        env = dict(os.environ)
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        env = worker_environment(index, workers, gpus, os.environ)
         log_path = log_dir / f"worker-{index}.log"
         with open(log_path, "a") as log:
             process = subprocess.Popen(

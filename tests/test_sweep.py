@@ -27,6 +27,7 @@ from benchmark.sweep import (
     study_progress,
 )
 from benchmark.sweep_plan import SweepPlan, sweeps_dir
+from benchmark.sweep_runner import worker_environment
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PLAN = {
@@ -333,6 +334,15 @@ def _check_two_workers(tmp_path: Path, plan: SweepPlan, url: str) -> None:
 
 
 @pytest.mark.slow
+def test_workers_split_the_cores_and_see_one_gpu_each() -> None:
+    cores = len(os.sched_getaffinity(0))
+    first = worker_environment(0, 2, [], {"PATH": "/bin"})
+    assert first["OMP_NUM_THREADS"] == str(max(1, cores // 2)) and "CUDA_VISIBLE_DEVICES" not in first
+    assert worker_environment(1, 2, [], {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"  # the user's wins
+    assert [worker_environment(i, 3, ["0", "1"], {})["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["0", "1", "0"]
+    assert worker_environment(0, 4 * cores, [], {})["OMP_NUM_THREADS"] == "1"
+
+
 def test_two_workers_share_one_storage_without_duplicates(tmp_path: Path) -> None:
     plan_dir = write_plan(tmp_path / "plans", trials=4, final_seeds=[1, 2],
                           protocol={**TINY_PLAN["protocol"], "max_epochs": 20})
