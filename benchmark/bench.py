@@ -122,7 +122,7 @@ def bench_norms(repeats: int, shapes: dict[str, tuple[int, ...]] = NORM_SHAPES, 
 # ---- batching --------------------------------------------------------------------------------
 
 
-def _per_task_loop(network: Any, images: torch.Tensor) -> torch.Tensor:
+def per_task_loop(network: Any, images: torch.Tensor) -> torch.Tensor:
     """The Omniglot CNN computed task by task, one small op per task and layer (the baseline)."""
     outputs = []
     for task in range(images.shape[0]):
@@ -151,10 +151,10 @@ def bench_batching(repeats: int, n_tasks: int = 50, per_task: tuple[int, ...] = 
 
         def loop() -> None:
             network.zero_grad()
-            _per_task_loop(network, images).square().mean().backward()
+            per_task_loop(network, images).square().mean().backward()
 
         with torch.no_grad():  # the two compute the same function
-            difference = _relative_error(_per_task_loop(network, images), network(images).double())
+            difference = _relative_error(per_task_loop(network, images), network(images).double())
         stacked_s, loop_s = median_time(stacked, repeats), median_time(loop, repeats)
         progress(f"batching  {images_per_task} images/task  stacked {stacked_s:.3f} s  loop {loop_s:.3f} s  "
                  f"x{loop_s / stacked_s:.1f}")
