@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.bench import per_task_loop
-from benchmark.nets import NetworkSpec, SharedConv2d, SharedLinear, StackedConv2d, StackedLinear, build_network
+from benchmark.nets import (
+    NetworkSpec,
+    SharedConv2d,
+    SharedLinear,
+    StackedConv2d,
+    StackedLinear,
+    build_network,
+)
 
 
 def test_stacked_linear_equals_a_loop_over_tasks_with_multi_mode_inputs() -> None:
