@@ -10,6 +10,7 @@ DATASET ?= synthetic
 FEATURES ?=
 METHODS ?=
 TRIALS  ?=
+RATIOS  ?=
 WORKERS ?=
 GPUS    ?=
 STORAGE ?=
@@ -37,9 +38,9 @@ data: ## download (where a URL exists), verify and report a dataset: DATASET= DA
 features: ## VGG-19 features of a dataset's images, cached: DATASET= FEATURES=fc7|pool5 DATA_DIR=
 	$(BIN)/mtlbench features $(DATASET) --layer $(or $(FEATURES),fc7) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-sweep: ## Optuna sweep + final runs: DATASET= FEATURES= METHODS= TRIALS= WORKERS= GPUS= STORAGE= DATA_DIR=
+sweep: ## Optuna sweep + final runs: DATASET= FEATURES= METHODS= TRIALS= RATIOS= WORKERS= GPUS= STORAGE= DATA_DIR=
 	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(FEATURES),--features $(FEATURES)) $(if $(METHODS),--methods $(METHODS)) \
-		$(if $(TRIALS),--trials $(TRIALS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
+		$(if $(TRIALS),--trials $(TRIALS)) $(if $(RATIOS),--train-ratio $(RATIOS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 leaderboard: ## tables and plots in results/leaderboard/ from the records in results/runs/
