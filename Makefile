@@ -14,6 +14,7 @@ RATIOS  ?=
 WORKERS ?=
 GPUS    ?=
 STORAGE ?=
+PLAN    ?=
 DATA_DIR ?=
 WANDB_RUNS := $(wildcard results/wandb/offline-run-*)
 
@@ -38,13 +39,15 @@ data: ## download (where a URL exists), verify and report a dataset: DATASET= DA
 features: ## VGG-19 features of a dataset's images, cached: DATASET= FEATURES=fc7|pool5 DATA_DIR=
 	$(BIN)/mtlbench features $(DATASET) --layer $(or $(FEATURES),fc7) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-sweep: ## Optuna sweep + final runs: DATASET= FEATURES= METHODS= TRIALS= RATIOS= WORKERS= GPUS= STORAGE= DATA_DIR=
-	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(FEATURES),--features $(FEATURES)) $(if $(METHODS),--methods $(METHODS)) \
+sweep: ## Optuna sweep + final runs: DATASET= PLAN= FEATURES= METHODS= TRIALS= RATIOS= WORKERS= GPUS= STORAGE= DATA_DIR=
+	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(PLAN),--plan $(PLAN)) $(if $(FEATURES),--features $(FEATURES)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(RATIOS),--train-ratio $(RATIOS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-leaderboard: ## tables and plots in results/leaderboard/ from the records in results/runs/
+leaderboard: ## tables and plots in results/leaderboard/ from results/runs/, each plan variant's in its own folder
 	$(BIN)/mtlbench leaderboard
+	@for runs in $(wildcard results/variants/*_*); do \
+		$(BIN)/mtlbench leaderboard --runs $$runs --out results/leaderboard/$$(basename $$runs) || exit 1; done
 
 bench: ## speed, accuracy and memory benchmarks into results/bench/ (tens of minutes on a laptop CPU)
 	$(BIN)/mtlbench bench $(if $(DATA_DIR),--data-dir $(DATA_DIR))

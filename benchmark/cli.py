@@ -132,6 +132,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep_plan import SweepPlan
 
     data_dir = args.data_dir or default_data_dir()
+    # A variant's records stay apart: the leaderboard keeps one configuration per method and table.
+    args.out = args.out or (Path("results/variants") / f"{args.dataset}_{args.plan}" if args.plan else Path("results/runs"))
     protocol: dict = {"train_ratio": [float(r) for r in _comma_list(args.train_ratio)]} if args.train_ratio else {}
     if args.features:
         protocol["dataset_params"] = {"features": args.features, **({"backbone": args.backbone} if args.backbone else {})}
@@ -139,7 +141,7 @@ def _sweep(args: argparse.Namespace) -> int:
         plan = SweepPlan.load(
             args.dataset, args.sweeps_dir, methods=args.methods, trials=args.trials,
             final_seeds=tuple(int(s) for s in _comma_list(args.final_seeds)) if args.final_seeds else None,
-            protocol=protocol or None,
+            protocol=protocol or None, variant=args.plan,
         )
         inputs = plan.protocol.get("dataset_params", {})
         dataset_source(plan.dataset).verify(data_dir, inputs.get("features"), inputs.get("backbone"))
@@ -277,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Optuna storage: an RDB URL (sqlite:///..., postgresql://user:pw@host/db) or a "
                        "journal file path (default sqlite:///results/optuna.db)")
     sweep.add_argument("--sweeps-dir", type=Path, help="where the plans are (default sweeps/)")
+    sweep.add_argument("--plan", help="a variant of the dataset's plan: <sweeps-dir>/<dataset>/<PLAN>.yaml, merged over it")
     sweep.add_argument("--data-dir", type=Path, help=data_help)
-    sweep.add_argument("--out", type=Path, default=Path("results/runs"), help="where records go")
+    sweep.add_argument("--out", type=Path, help="where records go (default results/runs; a --plan variant's: "
+                       "results/variants/<dataset>_<plan>, tabulated apart by `make leaderboard`)")
     sweep.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set for spawned workers
     sweep.set_defaults(handler=_sweep)
 

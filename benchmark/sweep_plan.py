@@ -1,5 +1,8 @@
 """What a sweep searches: ``sweeps/<dataset>.yaml`` over ``sweeps/default.yaml``, strictly checked.
 
+A variant of a dataset's plan (``sweeps/<dataset>/<variant>.yaml``, chosen with ``--plan``) is
+merged over it in turn and states only what it changes: a second reading of a paper, say.
+
 A plan names the methods, the search space (SPEC.md section 4: lambda log-uniform in
 [1e-4, 1e1], hidden in {128, 256, 512, 1024}), the trials per method, the seed of the search
 split, the seeds of the final runs (new splits) and the protocol: every other
@@ -101,8 +104,10 @@ class SweepPlan:
         trials: int | None = None,
         final_seeds: tuple[int, ...] | None = None,
         protocol: Mapping[str, Any] | None = None,
+        variant: str | None = None,
     ) -> SweepPlan:
-        """The dataset's plan (``default.yaml`` merged with ``<dataset>.yaml``), then the overrides."""
+        """The dataset's plan (``default.yaml`` merged with ``<dataset>.yaml``, then with the
+        ``variant``'s ``<dataset>/<variant>.yaml``), then the overrides."""
         from .data import dataset_source
         from .methods import method_names
 
@@ -111,6 +116,13 @@ class SweepPlan:
         values = _read_yaml(directory / "default.yaml")
         if (directory / f"{dataset}.yaml").exists():
             values = _merge(values, _read_yaml(directory / f"{dataset}.yaml"))
+        if variant:
+            variant_file = directory / dataset / f"{variant}.yaml"
+            if not variant_file.exists():
+                known = sorted(p.stem for p in (directory / dataset).glob("*.yaml"))
+                raise ValueError(f"no plan {variant!r} for {dataset} ({variant_file}); "
+                                 f"variants of {dataset}: {', '.join(known) or 'none'}")
+            values = _merge(values, _read_yaml(variant_file))
         method_list = methods or values.get("methods", "all")
         if method_list == "all":
             chosen = tuple(method_names())

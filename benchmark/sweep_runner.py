@@ -43,6 +43,8 @@ def _worker_arguments(plan: SweepPlan, args: argparse.Namespace, storage_url: st
     ]
     if args.sweeps_dir:
         arguments += ["--sweeps-dir", str(args.sweeps_dir)]
+    if args.plan:
+        arguments += ["--plan", args.plan]
     return arguments
 
 

@@ -79,6 +79,41 @@ def test_every_shipped_plan_loads(plan_file: str) -> None:
     assert plan.search_seed not in plan.final_seeds
 
 
+@pytest.mark.parametrize("variant_file", sorted((REPO / "sweeps").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_shipped_plan_variant_loads_over_its_dataset_plan(variant_file: Path) -> None:
+    base = SweepPlan.load(variant_file.parent.name, REPO / "sweeps")
+    variant = SweepPlan.load(variant_file.parent.name, REPO / "sweeps", variant=variant_file.stem)
+    assert variant.methods and variant.final_seeds
+    assert any(variant.study_name(m, r) != base.study_name(m, r) for m in variant.methods for r in variant.train_ratios)
+
+
+def test_a_plan_variant_changes_only_what_it_states(tmp_path: Path) -> None:
+    plan_dir = write_plan(tmp_path / "plans")
+    (plan_dir / "synthetic").mkdir()
+    (plan_dir / "synthetic" / "stronger.yaml").write_text(yaml.safe_dump(
+        {"methods": ["tucker"], "method_params": {"tucker": {"per_flattening": True}}}))
+    base = load_plan(plan_dir)
+    variant = SweepPlan.load("synthetic", plan_dir, variant="stronger")
+    assert variant.methods == ("tucker",) and variant.protocol == base.protocol and variant.search == base.search
+    assert variant.config("tucker", 0.5, seed=1).method_params == {"per_flattening": True}
+    assert variant.study_name("tucker", 0.5) != base.study_name("tucker", 0.5)  # its own study, never mixed
+    with pytest.raises(ValueError, match="no plan 'strong' for synthetic.*variants of synthetic: stronger"):
+        SweepPlan.load("synthetic", plan_dir, variant="strong")
+
+
+def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch) -> None:
+    """The leaderboard keeps one configuration per method: a variant's records get their own table."""
+    plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=1)
+    (plan_dir / "synthetic").mkdir()
+    (plan_dir / "synthetic" / "wider.yaml").write_text(yaml.safe_dump({"search": {"hidden": [12]}}))
+    monkeypatch.chdir(tmp_path)
+    args = ["sweep", "--sweeps-dir", str(plan_dir), "--storage", f"sqlite:///{tmp_path}/optuna.db", "--plan", "wider"]
+    assert main(args) == 0
+    finals = records(tmp_path / "results" / "variants" / "synthetic_wider", "final")
+    assert [r["config"]["hidden"] for r in finals] == [12]
+    assert not (tmp_path / "results" / "runs").exists()
+
+
 def test_default_plan_follows_the_spec_search_space() -> None:
     plan = SweepPlan.load("office_caltech", REPO / "sweeps")
     (lam,) = [d for d in plan.search if d.name == "lam"]
