@@ -44,10 +44,11 @@ sweep: ## Optuna sweep + final runs: DATASET= PLAN= FEATURES= METHODS= TRIALS= R
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(RATIOS),--train-ratio $(RATIOS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-leaderboard: ## tables and plots in results/leaderboard/ from results/runs/, each plan variant's in its own folder
+leaderboard: ## tables and plots in results/leaderboard/ from results/runs/; plan variants' apart; calibration curves
 	$(BIN)/mtlbench leaderboard
 	@for runs in $(wildcard results/variants/*_*); do \
 		$(BIN)/mtlbench leaderboard --runs $$runs --out results/leaderboard/$$(basename $$runs) || exit 1; done
+	@if [ -d results/calibration ]; then $(BIN)/mtlbench curves; fi
 
 bench: ## speed, accuracy and memory benchmarks into results/bench/ (tens of minutes on a laptop CPU)
 	$(BIN)/mtlbench bench $(if $(DATA_DIR),--data-dir $(DATA_DIR))

@@ -172,6 +172,19 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curves(args: argparse.Namespace) -> int:
+    from .leaderboard import read_records
+    from .leaderboard_plots import draw_validation_curves
+
+    records = read_records(args.runs, jobs=_comma_list(args.jobs)) if args.runs.is_dir() else None
+    written = draw_validation_curves(records.runs, args.out) if records else []
+    if not written:
+        print(f"mtlbench curves: no records of job(s) {args.jobs} with a validation part under {args.runs}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -292,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--jobs", default="final", help="comma-separated record jobs to tabulate: final, train, sweep")
     board.add_argument("--no-plots", action="store_true", help="tables only")
     board.set_defaults(handler=_leaderboard)
+
+    curves = commands.add_parser("curves", help="validation accuracy per epoch of every run, one figure per dataset")
+    curves.add_argument("--runs", type=Path, default=Path("results/calibration"), help="where the records are")
+    curves.add_argument("--out", type=Path, default=Path("results/leaderboard/calibration"), help="where the figures go")
+    curves.add_argument("--jobs", default="train,sweep,final", help="comma-separated record jobs to draw")
+    curves.set_defaults(handler=_curves)
 
     bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
     bench.add_argument("--sections", default="norms,batching,training,lazy", help="comma-separated sections")

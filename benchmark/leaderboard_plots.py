@@ -7,6 +7,9 @@ method; ``<name>_gttn_weights.png``
 the learned flattening weights of the GTTN methods that learn them; ``<name>_sharing.png``
 TNRDMTL's sharing strength by layer, 1 - ||W_(T)||_* selected / ||W_(T)||_* initial;
 ``<name>_vs_paper.png`` our accuracy beside the published one, where a paper reports this setting.
+
+Apart from the tables, :func:`draw_validation_curves` draws the validation accuracy of every
+epoch of any set of runs (``mtlbench curves``), e.g. the budget checks in ``results/calibration``.
 """
 
 from __future__ import annotations
@@ -176,4 +179,42 @@ def draw_plots(
             figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
             plt.close(figure)
             written.append(path)
+    return written
+
+
+def _run_label(run: dict[str, Any]) -> str:
+    """method, lambda and any method parameters: what tells two runs of one method apart."""
+    config = run["config"]
+    params = "".join(f", {k}={v}" for k, v in sorted(config.get("method_params", {}).items()))
+    return f"{run['method']} (lambda {config['lam']:g}{params}; seed {run['seed']})"
+
+
+def draw_validation_curves(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``<dataset>_validation.png``: mean validation accuracy over tasks against epoch, one line
+    per run, a dot at the epoch each selected. Runs without a validation part are left out."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    rows = [
+        {"dataset": run["dataset"], "run": _run_label(run), "epoch": epoch, "val_acc": 100 * value,
+         "selected": epoch == run.get("selected_epoch")}
+        for run in runs for epoch, value in enumerate(run.get("val_acc_history") or []) if value is not None
+    ]
+    if not rows:
+        return []
+    curves = pd.DataFrame(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dataset, part in curves.groupby("dataset", sort=True):
+        figure, axes = plt.subplots(figsize=(8.0, 4.6))
+        sns.lineplot(data=part, x="epoch", y="val_acc", hue="run", ax=axes)
+        chosen = part[part["selected"]]
+        sns.scatterplot(data=chosen, x="epoch", y="val_acc", hue="run", legend=False, s=60, ax=axes)
+        axes.set_ylim(bottom=part["val_acc"].quantile(0.25) - 1)  # the plateau, where runs differ, not the climb
+        axes.set(title=f"{dataset}: validation accuracy per epoch (dots: the selected epoch)",
+                 xlabel="epoch (from 0, as selected_epoch in the records)",
+                 ylabel="mean validation accuracy over tasks (%)")
+        axes.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+        path = out_dir / f"{dataset}_validation.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+        plt.close(figure)
+        written.append(path)
     return written

@@ -133,3 +133,19 @@ def test_command_draws_the_plots_and_reports_broken_records(runs: Path, tmp_path
 def test_no_records_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["leaderboard", "--runs", str(tmp_path / "none")]) == 2
     assert "no run records" in capsys.readouterr().err
+
+
+def test_curves_draws_validation_accuracy_per_dataset_and_skips_runs_without_validation(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "calibration"
+    for lam, history in ((0.0, [0.2, 0.4, 0.5, 0.5]), (0.1, [0.2, 0.3, 0.5, 0.6])):
+        write(root, ".", make_record("laf", 0, {"a": 0.5}, dataset="omniglot", lam=lam, job="train")
+              | {"run_id": f"laf-{lam}", "val_acc_history": history, "selected_epoch": 4})
+    # A fixed-budget run has no validation part: nothing to draw for its dataset.
+    write(root, ".", make_record("stl", 0, {"a": 0.5}, job="train") | {"val_acc_history": [None, None]})
+    out = tmp_path / "curves"
+    assert main(["curves", "--runs", str(root), "--out", str(out)]) == 0
+    with Image.open(out / "omniglot_validation.png") as image:
+        assert image.width > 300 and image.height > 200
+    assert not (out / "synthetic_validation.png").exists()
+    assert main(["curves", "--runs", str(tmp_path / "none"), "--out", str(out)]) == 1
+    assert "no records of job(s) train,sweep,final with a validation part" in capsys.readouterr().err
