@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from benchmark.sweep import (
     study_progress,
 )
 from benchmark.sweep_plan import SweepPlan, sweeps_dir
-from benchmark.sweep_runner import worker_environment
+from benchmark.sweep_runner import _worker_arguments, worker_environment
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PLAN = {
@@ -112,6 +113,11 @@ def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch) ->
     finals = records(tmp_path / "results" / "variants" / "synthetic_wider", "final")
     assert [r["config"]["hidden"] for r in finals] == [12]
     assert not (tmp_path / "results" / "runs").exists()
+    # Spawned workers (WORKERS=2) run the same variant and write to the same place.
+    plan = SweepPlan.load("synthetic", plan_dir, variant="wider")
+    namespace = argparse.Namespace(sweeps_dir=plan_dir, plan="wider", out=Path("results/variants/synthetic_wider"))
+    child = _worker_arguments(plan, namespace, "sqlite:///x.db", tmp_path)
+    assert child[child.index("--plan") + 1] == "wider" and child[child.index("--out") + 1] == namespace.out.as_posix()
 
 
 def test_default_plan_follows_the_spec_search_space() -> None:
