@@ -99,6 +99,18 @@ def _refresh(bar: tqdm, studies: Sequence[MethodStudies]) -> None:
     bar.refresh()
 
 
+def progress_bar(dataset: str, studies: Sequence[MethodStudies]) -> tqdm:
+    """A bar over every search trial and final run of the sweep, counting from what is already settled.
+
+    Runs settled by an earlier command are the bar's starting point, not progress of this one, so
+    that a resumed sweep's rate and time left are those of the runs it does itself.
+    """
+    bar = tqdm(total=1, desc=f"sweep {dataset}", unit="run", dynamic_ncols=True)
+    _refresh(bar, studies)
+    bar.initial = bar.n
+    return bar
+
+
 def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
     """Per method and ratio: the best search trial and the mean test error of its final runs."""
     from optuna.trial import TrialState
@@ -182,8 +194,7 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
         f"  storage {storage_label(storage_url)} | W&B {wandb_mode()} | data {data_dir} | records {args.out}"
     )
     code = 0
-    with interrupts_raised(), tqdm(total=1, desc=f"sweep {plan.dataset}", unit="run", dynamic_ncols=True) as bar:
-        _refresh(bar, studies)
+    with interrupts_raised(), progress_bar(plan.dataset, studies) as bar:
         try:
             if workers == 1 and not gpus:
                 def report(line: str) -> None:

@@ -28,7 +28,7 @@ from benchmark.sweep import (
     study_progress,
 )
 from benchmark.sweep_plan import SweepPlan, sweeps_dir
-from benchmark.sweep_runner import _worker_arguments, worker_environment
+from benchmark.sweep_runner import _worker_arguments, progress_bar, worker_environment
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PLAN = {
@@ -183,6 +183,12 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     first = {s.method: s.search_study().get_trials() for s in studies_of(plan, url)}
     assert all(len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials) for trials in first.values())
     assert len(records(tmp_path / "runs", "sweep")) == 4 and len(records(tmp_path / "runs", "final")) == 2
+
+    # A resumed sweep's bar starts from the runs already settled, so its rate and time left are its own.
+    bar = progress_bar(plan.dataset, studies_of(plan, url))
+    assert bar.initial == bar.n == bar.total == 6 and bar.format_dict["rate"] is None
+    assert "?run/s" in bar.format_meter(**{**bar.format_dict, "elapsed": 60.0})
+    bar.close()
 
     # Run again: nothing is left to do, nothing is re-run.
     assert main(sweep_args(tmp_path, plan_dir)) == 0
