@@ -1,7 +1,8 @@
 """The leaderboard's figures (seaborn, PNG), drawn from the same runs as its tables.
 
-Per dataset (and features): ``<name>_errors.png`` test error per method (bars: mean, whiskers:
-std over seeds); ``<name>_train_ratio.png`` error against train ratio, where several were run;
+Per dataset (and features): ``<name>_errors.png`` test error per method (dots: mean, whiskers:
+std over seeds; one panel per train ratio, the single-task mean dashed);
+``<name>_train_ratio.png`` error against train ratio, where several were run;
 ``<name>_lambda.png`` validation error of every completed sweep trial against lambda, one panel per
 method; ``<name>_gttn_weights.png``
 the learned flattening weights of the GTTN methods that learn them; ``<name>_sharing.png``
@@ -36,14 +37,25 @@ def _method_order(table: pd.DataFrame) -> list[str]:
 
 
 def _errors(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
+    """Dots and std whiskers over seeds, one panel per train ratio on its own scale.
+
+    Bars from zero would hide the differences that matter (a point or two of error), and the
+    dashed single-task mean shows at a glance which methods help.
+    """
     order = _method_order(table)
-    figure, axes = plt.subplots(figsize=(1.0 + 0.6 * len(order), 4.2))
-    sns.barplot(data=runs, x="method", y="test_err", hue="train_ratio", order=order, errorbar="sd",
-                capsize=0.15, palette="viridis", ax=axes)
-    axes.set(title=f"{name}: test error per method (mean and std over seeds)", xlabel="", ylabel="mean test error over tasks")
-    axes.tick_params(axis="x", rotation=45)
-    axes.legend(title="train ratio", fontsize="small")
-    return figure
+    height = max(2.6, 1.2 + 0.28 * len(order))  # inches: a readable row per method
+    grid = sns.catplot(data=runs, x="test_err", y="method", order=order, col="train_ratio", kind="point",
+                       errorbar="sd", capsize=0.3, linestyle="none", color="tab:blue", sharex=False,
+                       height=height, aspect=3.6 / height)
+    single_task = runs[runs["method"] == "stl"].groupby("train_ratio")["test_err"].mean()
+    references = [axes.axvline(single_task[ratio], color="grey", linestyle="--", linewidth=1, label="STL mean")
+                  for ratio, axes in grid.axes_dict.items() if ratio in single_task.index]
+    if references:  # one legend, outside the panels, where it hides no method
+        grid.figure.legend(handles=references[:1], fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    grid.set_titles("train ratio {col_name}")
+    grid.set_axis_labels("mean test error over tasks", "")
+    grid.figure.suptitle(f"{name}: test error per method (mean and std over seeds)", y=1.03)
+    return grid.figure
 
 
 def _train_ratio(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
