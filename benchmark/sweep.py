@@ -26,7 +26,7 @@ import signal
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +177,11 @@ class StudyProgress:
 
 
 def study_progress(study: optuna.Study, budget: int) -> StudyProgress:
-    trials = study.get_trials(deepcopy=False)
+    return trials_progress(study.get_trials(deepcopy=False), budget)
+
+
+def trials_progress(trials: Sequence[FrozenTrial], budget: int) -> StudyProgress:
+    """Where a study of ``budget`` fresh positions stands, from its trials."""
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     counted = [t for t in trials if t.number not in retried and "skipped" not in t.user_attrs]
     finished = [t for t in counted if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
@@ -236,6 +240,11 @@ def _pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
     return pruners[kind](**spec)
 
 
+def _best_of(complete: Sequence[FrozenTrial]) -> FrozenTrial | None:
+    """The lowest value; the earliest trial among equals, so every reader picks the same one."""
+    return min(complete, key=lambda t: (t.value, t.number)) if complete else None
+
+
 @dataclass
 class MethodStudies:
     """The search and final studies of one method at one train ratio."""
@@ -264,8 +273,7 @@ class MethodStudies:
         if self.plan.fixed:
             # value: Optuna requires one for a complete trial; nothing reads it for a fixed plan.
             return optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, params={}, distributions={})
-        complete = self.search_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return min(complete, key=lambda t: (t.value, t.number)) if complete else None
+        return _best_of(self.search_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def final_study(self, best: FrozenTrial, create: bool = True) -> optuna.Study | None:
         """The final runs of ``best``; None when not created yet and ``create`` is False.
@@ -284,10 +292,15 @@ class MethodStudies:
     def search_progress(self) -> StudyProgress:
         return study_progress(self.search_study(), self.plan.trials)
 
-    def final_progress(self) -> StudyProgress | None:
-        best = self.best_trial()
+    def progress(self) -> tuple[StudyProgress, StudyProgress | None]:
+        """(search, finals) progress, reading the search study once: a watcher calls this for
+        every method every few seconds, and each read of a study is a query of all its trials."""
+        trials = self.search_study().get_trials(deepcopy=False)
+        search = trials_progress(trials, self.plan.trials)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = self.best_trial() if self.plan.fixed else _best_of(complete)
         study = None if best is None else self.final_study(best, create=False)
-        return None if study is None else study_progress(study, len(self.plan.final_seeds))
+        return search, None if study is None else study_progress(study, len(self.plan.final_seeds))
 
 
 def plan_studies(plan: SweepPlan, storage: optuna.storages.BaseStorage) -> list[MethodStudies]:
