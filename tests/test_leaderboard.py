@@ -80,6 +80,7 @@ def test_csv_values_are_exact(runs: Path, tmp_path: Path) -> None:
     assert half.loc["tucker", "vs_stl_pct"] == exactly(-31.25)
     assert half.loc["gttn_var", "vs_stl_pct"] == exactly(-21.875)
     assert half.loc["stl", "vs_stl_pct"] == 0
+    assert half.loc["tucker", "beats_stl"] == "2/2" and pd.isna(half.loc["stl", "beats_stl"])
     assert list(half["n_runs"]) == [2, 2, 3] and half.loc["stl", "seeds"] == "1 2 3"
     assert half.loc["tucker", "lam"] == 0.1  # the lam=3.0 configuration lost on validation
     assert half.loc["gttn_var", "test_err/a"] == exactly(0.225)
@@ -122,11 +123,11 @@ def test_command_draws_the_plots_and_reports_broken_records(runs: Path, tmp_path
     assert main(["leaderboard", "--runs", str(runs), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "truncated.json" in captured.err and "**22.00 (2.83)**" in captured.out
-    for name in ("synthetic_errors", "synthetic_train_ratio", "synthetic_lambda", "synthetic_gttn_weights",
+    for name in ("synthetic_errors", "synthetic_vs_stl", "synthetic_lambda", "synthetic_gttn_weights",
                  "synthetic_sharing", "omniglot_errors", "omniglot_vs_paper"):
         with Image.open(out / f"{name}.png") as image:
             assert image.width > 300 and image.height > 200
-    assert not (out / "omniglot_train_ratio.png").exists()  # one ratio: nothing to plot against
+    assert not (out / "omniglot_vs_stl.png").exists()  # STL alone: nothing to compare
     assert not (out / "synthetic_vs_paper.png").exists()  # no published figure to compare with
 
 
@@ -149,3 +150,18 @@ def test_curves_draws_validation_accuracy_per_dataset_and_skips_runs_without_val
     assert not (out / "synthetic_validation.png").exists()
     assert main(["curves", "--runs", str(tmp_path / "none"), "--out", str(out)]) == 1
     assert "no records of job(s) train,sweep,final with a validation part" in capsys.readouterr().err
+
+
+def test_beats_stl_pairs_runs_by_seed(tmp_path: Path) -> None:
+    """Wins are counted on the same split: a lower mean is not a win on every seed."""
+    root = tmp_path / "runs"
+    for seed, stl_err, tucker_err in ((1, 0.30, 0.20), (2, 0.30, 0.35), (3, 0.30, 0.28), (4, 0.30, 0.10)):
+        write(root, "m", make_record("stl", seed, {"a": stl_err}))
+        if seed != 4:
+            write(root, "m", make_record("tucker", seed, {"a": tucker_err}))
+    write(root, "m", make_record("gttn_var", 9, {"a": 0.1}))  # no seed in common with STL
+    build_leaderboard(root, tmp_path / "board", plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv", keep_default_na=False).set_index("method")
+    assert table.loc["tucker", "beats_stl"] == "2/3"  # seed 4 has no tucker run: not counted
+    assert table.loc["gttn_var", "beats_stl"] == ""
+    assert "_errors_by_seed" not in table.columns
