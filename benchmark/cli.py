@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-dir", type=Path, help=data_help)
     sweep.add_argument("--out", type=Path, help="where records go (default results/runs; a --plan variant's: "
                        "results/variants/<dataset>_<plan>, tabulated apart by `make leaderboard`)")
+    sweep.add_argument("--searches-settled", action="store_true",
+                       help="rebuilding a lost storage from the records: count each search's positions that left "
+                            "no record as settled (pruned or failed, as your logs say) instead of running them again")
     sweep.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set for spawned workers
     sweep.set_defaults(handler=_sweep)
 

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 REQUIRED_KEYS = ("run_id", "job", "dataset", "method", "config", "seed", "tasks", "test_err_mean")
+UNFINISHED_KEYS = ("run_id", "job", "dataset", "method", "config", "seed", "state", "reason", "study", "trial")
 DIGITS = 6  # rounding of every number written, so reruns are byte-identical
 
 # TNRDMTL (Yang & Hospedales 2017) Table 1, Omniglot, 10% train: mean test accuracy % (std).
@@ -55,26 +56,32 @@ def _config_key(config: dict[str, Any], drop: Sequence[str] = ()) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in drop}, sort_keys=True)
 
 
-def read_records(root: Path, jobs: Iterable[str] = ("final",)) -> Records:
-    """Every ``*.json`` record under ``root`` whose job is in ``jobs``; broken ones are listed."""
-    wanted = set(jobs)
+def read_records(root: Path, jobs: Iterable[str] = ("final",), states: Iterable[str] = ("complete",)) -> Records:
+    """Every ``*.json`` record under ``root`` whose job is in ``jobs`` and whose state is in
+    ``states`` (a sweep's pruned or failed trial leaves a record without results); broken ones
+    are listed."""
+    wanted, wanted_states = set(jobs), set(states)
     result = Records()
     kept: dict[str, Path] = {}
     for path in sorted(Path(root).rglob("*.json")):
         try:
             record = json.loads(path.read_text())
-            missing = [key for key in REQUIRED_KEYS if key not in record] if isinstance(record, dict) else ["all"]
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            state = record.get("state", "complete")
+            if "job" in record and (record["job"] not in wanted or state not in wanted_states):
+                continue
+            required = REQUIRED_KEYS if state == "complete" else UNFINISHED_KEYS
+            missing = [key for key in required if key not in record]
             if missing:
                 raise ValueError(f"missing {', '.join(missing)}")
-            if not all(isinstance(t.get("test_err"), (int, float)) for t in record["tasks"].values()):
+            if state == "complete" and not all(isinstance(t.get("test_err"), (int, float)) for t in record["tasks"].values()):
                 raise ValueError("a task without a numeric test_err")
         except (OSError, ValueError, AttributeError) as error:  # JSONDecodeError is a ValueError
             result.broken.append((path, str(error)))
             continue
-        if record["job"] not in wanted:
-            continue
         # The same run gathered twice (copied from two machines, or re-run with the same seed).
-        identity = _config_key({**record["config"], "job": record["job"]})
+        identity = _config_key({**record["config"], "job": record["job"], "state": state})
         if identity in kept:
             result.duplicates.append((path, kept[identity]))
             continue

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 DEFAULT_STORAGE = "sqlite:///results/optuna.db"
 HEARTBEAT_INTERVAL_S = 60  # RDB storages: a trial whose process is silent for the grace period
 HEARTBEAT_GRACE_S = 180  # ... is failed and re-queued by the next worker that looks
-SEARCH, FINAL = "search", "final"
+COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"  # a record's ``state`` (absent: complete)
 
 
 class Interrupted(BaseException):
@@ -389,7 +389,7 @@ class Worker:
         _claim(trial, self.plan.trials)
         searched = {d.name: d.suggest(trial) for d in self.plan.search}
         config = self.plan.config(studies.method, studies.train_ratio, seed=self.plan.search_seed, **searched)
-        with self._reported(trial, studies, "trial", searched):
+        with self._reported(trial, studies, "trial", searched, config, "sweep"):
             result = self._train(config, trial, "sweep", [ValidationPruning(trial)])
         if result.record["val_acc_mean"] is None:
             raise ValueError(f"no task has a validation part at train_ratio={studies.train_ratio} and "
@@ -402,7 +402,7 @@ class Worker:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("best_trial", best.number)
         config = self.plan.config(studies.method, studies.train_ratio, seed=seed, **best.params)
-        with self._reported(trial, studies, f"final seed {seed}", best.params):
+        with self._reported(trial, studies, f"final seed {seed}", best.params, config, "final"):
             result = self._train(config, trial, "final", [])
         trial.set_user_attr("test_err_mean", result.record["test_err_mean"])
         # Nothing is selected on a final's value; a fixed-budget run without validation reports test error.
@@ -424,7 +424,10 @@ class Worker:
         return result
 
     @contextmanager
-    def _reported(self, trial: optuna.Trial, studies: MethodStudies, what: str, params: dict[str, Any]) -> Iterator[None]:
+    def _reported(self, trial: optuna.Trial, studies: MethodStudies, what: str, params: dict[str, Any],
+                  config: TrainConfig, job: str) -> Iterator[None]:
+        """Report how the trial ended; a pruned or failed one also leaves a record, so that a
+        storage rebuilt from the records knows its position was settled."""
         started = time.perf_counter()
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         label = f"[w{self.index}] {studies.method} r{studies.train_ratio:g} {what} (#{trial.number}, {shown})"
@@ -432,23 +435,52 @@ class Worker:
             yield
         except optuna.TrialPruned as pruned:
             self.report(f"{label}: pruned ({pruned})")
+            self._record_unfinished(trial, config, job, PRUNED, str(pruned), time.perf_counter() - started)
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             trial.set_user_attr("fail_reason", reason[:2000])
             self.report(f"{label}: FAILED, {reason}")
+            self._record_unfinished(trial, config, job, FAILED, reason[:2000], time.perf_counter() - started)
             raise
         self.report(f"{label}: done in {time.perf_counter() - started:.1f} s")
+
+    def _record_unfinished(self, trial: optuna.Trial, config: TrainConfig, job: str, state: str, reason: str,
+                           wall_time: float) -> None:
+        """The record of a trial that ended without a result: what it ran and why it stopped."""
+        from .tracking import git_revision, new_run_id, package_versions, record_path, write_json_atomic
+
+        (frozen,) = [t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number]
+        run_id = new_run_id(config.seed)
+        path = record_path(self.out_dir, config.dataset, config.method, run_id)
+        write_json_atomic(path, {
+            "run_id": run_id, "job": job, "state": state, "reason": reason,
+            "dataset": config.dataset, "method": config.method, "config": config.to_dict(), "seed": config.seed,
+            "study": trial.study.study_name, "trial": trial.number, "storage": storage_label(self.storage_url),
+            "reported_errors": {str(epoch): value for epoch, value in sorted(frozen.intermediate_values.items())},
+            "wall_time_s": round(wall_time, 3), "git_rev": git_revision(), "versions": package_versions(),
+        })
+        trial.set_user_attr("record", str(path))
 
 
 # ---- entry points -----------------------------------------------------------------------
 
 
-def prepare(plan: SweepPlan, storage_url: str) -> list[MethodStudies]:
+def prepare(plan: SweepPlan, storage_url: str, records_dir: Path | None = None, searches_settled: bool = False,
+            report: Callable[[str], None] = print) -> list[MethodStudies]:
     """Create every search study once, before workers start (two processes creating a fresh
-    SQLite file at once can crash one), and re-queue this host's trials whose process died."""
+    SQLite file at once can crash one), and re-queue this host's trials whose process died.
+
+    A study the storage lacks is first rebuilt from the records under ``records_dir`` that name
+    it (a fresh checkout, a deleted database): see :mod:`benchmark.sweep_restore`.
+    """
+    from .sweep_restore import restore_studies  # it builds on this module
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = plan_studies(plan, open_storage(storage_url))
+    if records_dir is not None:
+        for line in restore_studies(studies, records_dir, searches_settled):
+            report(line)
     for method_studies in studies:
         recover_interrupted(method_studies.search_study())
     return studies

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from .config import TrainConfig
 
@@ -75,6 +76,12 @@ class SearchDimension:
                 raise ValueError(f"search.{name}: need low < high (and low > 0 when log), got {spec}")
             return cls(name, low=low, high=high, log=bool(spec.get("log", False)))
         raise ValueError(f"search.{name}: give a list of choices or {{low, high, log}}, got {spec!r}")
+
+    def distribution(self) -> BaseDistribution:
+        """The Optuna distribution :meth:`suggest` draws from (a restored trial is stored with it)."""
+        if self.choices:
+            return CategoricalDistribution(list(self.choices))
+        return FloatDistribution(self.low, self.high, log=self.log)
 
     def suggest(self, trial: Any) -> Any:
         if self.choices:

@@ -194,7 +194,7 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
     workers = args.workers or max(len(gpus), 1)
     try:
-        studies = prepare(plan, storage_url)
+        studies = prepare(plan, storage_url, records_dir=Path(args.out), searches_settled=args.searches_settled)
     except Exception as error:  # a wrong URL, a server down, a missing database driver
         print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(storage_url)}: {error}", file=sys.stderr)
         return 2

@@ -20,11 +20,13 @@ from optuna.trial import TrialState
 
 from benchmark.cli import main
 from benchmark.methods import DivergedError
+from benchmark.leaderboard import read_records
 from benchmark.sweep import (
     MethodStudies,
     Worker,
     open_storage,
     plan_studies,
+    prepare,
     study_progress,
 )
 from benchmark.sweep_plan import SweepPlan, sweeps_dir
@@ -209,6 +211,71 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     assert final["config"]["seed"] in (1, 2) and final["selection"] == "best_val_acc_mean"
 
 
+def _search_trials(plan: SweepPlan, url: str) -> dict[str, list[tuple]]:
+    return {s.method: [(t.number, t.state, t.params, t.value) for t in s.search_study().get_trials()]
+            for s in studies_of(plan, url)}
+
+
+def test_a_lost_storage_is_rebuilt_from_the_records(tmp_path: Path, capsys) -> None:
+    """A fresh checkout or a deleted database: the records rebuild the studies, nothing is re-run
+    but what left no record, and the finals keep their names (the best trial keeps its number)."""
+    plan_dir = write_plan(tmp_path / "plans", trials=3, final_seeds=[1, 2, 3])
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    plan, url, runs = load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db", tmp_path / "runs"
+    before = _search_trials(plan, url)
+    best = {s.method: s.best_trial().number for s in studies_of(plan, url)}
+    reported = {s.method: s.search_study().get_trials()[0].intermediate_values for s in studies_of(plan, url)}
+    # Lose the storage, a final run cut off mid-way (seed 2 of stl) and a search trial of tucker.
+    (tmp_path / "optuna.db").unlink()
+    cut_off = next(r for r in records(runs, "final") if (r["method"], r["seed"]) == ("stl", 2))
+    lost_trial = next(n for n, *_ in before["tucker"] if n != best["tucker"])
+    lost = next(r for r in records(runs, "sweep") if r["method"] == "tucker" and r["trial"] == lost_trial)
+    for record in (cut_off, lost):
+        (runs / "synthetic" / record["method"] / f"{record['run_id']}.json").unlink()
+    capsys.readouterr()
+
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    out = capsys.readouterr().out
+    assert "restored synthetic/stl/" in out and "(seeds [2] queued again)" in out
+    assert "1 settled without a record" in out  # tucker's lost trial: its search had finished
+    after = _search_trials(plan, url)
+    assert after["stl"] == before["stl"]
+    assert [t for t in after["tucker"] if t[0] != lost_trial] == [t for t in before["tucker"] if t[0] != lost_trial]
+    (restored_lost,) = [t for t in studies_of(plan, url)[1].search_study().get_trials() if t.number == lost_trial]
+    assert restored_lost.state == TrialState.FAIL and "left none" in restored_lost.user_attrs["fail_reason"]
+    assert {s.method: s.best_trial().number for s in studies_of(plan, url)} == best
+    for studies in studies_of(plan, url):  # the reported epochs, as the pruner will read them
+        first = studies.search_study().get_trials()[0].intermediate_values
+        assert first == pytest.approx(reported[studies.method], abs=1e-6)
+    # Only the cut-off final ran again; every method has each final seed once.
+    assert len(records(runs, "sweep")) == 5
+    finals = sorted((r["method"], r["seed"]) for r in records(runs, "final"))
+    assert finals == [("stl", 1), ("stl", 2), ("stl", 3), ("tucker", 1), ("tucker", 2), ("tucker", 3)]
+    assert "restored" not in capsys.readouterr().out
+    assert main(sweep_args(tmp_path, plan_dir)) == 0 and "restored" not in capsys.readouterr().out  # once
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_a_restored_search_without_finals_reruns_what_left_no_record_unless_told(tmp_path: Path, settled: bool) -> None:
+    plan_dir = write_plan(tmp_path / "plans", trials=3, methods="stl")
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    runs = tmp_path / "runs"
+    searched = sorted(records(runs, "sweep"), key=lambda r: r["trial"])
+    # The storage is lost before any final started, and trial 1 left no record (pruned, say).
+    (tmp_path / "optuna.db").unlink()
+    for record in [*records(runs, "final"), searched[1]]:
+        (runs / "synthetic" / "stl" / f"{record['run_id']}.json").unlink()
+
+    assert main(sweep_args(tmp_path, plan_dir, *(["--searches-settled"] if settled else []))) == 0
+    (studies,) = studies_of(load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db")
+    trials = studies.search_study().get_trials()
+    assert [(t.params, t.value) for t in trials if t.number in (0, 2)] == [
+        ({"lam": r["config"]["lam"], "hidden": r["config"]["hidden"]}, 1 - r["val_acc_mean"]) for r in (searched[0], searched[2])]
+    assert ("skipped" in trials[1].user_attrs) != settled  # numbering kept; counted only when settled
+    assert len(records(runs, "sweep")) == (2 if settled else 3)  # the lost position ran again, or not
+    assert study_progress(studies.search_study(), 3).done and len(records(runs, "final")) == 1
+
+
 def test_a_fixed_plan_runs_the_protocol_once_per_seed_without_validation(tmp_path: Path, capsys) -> None:
     """search: null, trials: 0 (a paper's fixed setting): finals only, even with no validation part."""
     plan_dir = write_plan(tmp_path / "plans", search=None, trials=0, final_seeds=[1, 2],
@@ -224,8 +291,10 @@ def test_a_fixed_plan_runs_the_protocol_once_per_seed_without_validation(tmp_pat
     assert sorted((r["method"], r["config"]["lam"]) for r in finals) == [("stl", 0.0)] * 2 + [("tucker", 0.05)] * 2
     assert [r["config"]["method_params"] for r in finals if r["method"] == "tucker"] == [{"per_flattening": True}] * 2
     assert records(tmp_path / "runs", "sweep") == []
-    assert main(sweep_args(tmp_path, plan_dir)) == 0  # run again: nothing re-run
-    assert len(records(tmp_path / "runs", "final")) == 4
+    (tmp_path / "optuna.db").unlink()  # run again with the storage lost: the records rebuild it
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    assert "finals fixed: seeds [1, 2]" in capsys.readouterr().out
+    assert len(records(tmp_path / "runs", "final")) == 4  # nothing re-run
     assert main(["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "board"), "--no-plots"]) == 0
     assert "tucker" in (tmp_path / "board" / "synthetic.csv").read_text()
     with pytest.raises(ValueError, match="trials: 0 goes with search: null"):
@@ -256,6 +325,15 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_p
     # The finals still run, with the one configuration that completed.
     finals = studies.final_study(studies.best_trial()).get_trials(states=(TrialState.COMPLETE,))
     assert len(finals) == 1 and studies.best_trial().number == 0
+    # Each failed trial left a record of what it ran and why it failed; the leaderboard skips them.
+    failed = sorted(read_records(tmp_path / "runs", ("sweep",), states=("failed",)).runs, key=lambda r: r["trial"])
+    assert [(r["trial"], r["reason"][:10]) for r in failed] == [(1, "ValueError"), (2, "DivergedEr")]
+    assert not read_records(tmp_path / "runs", ("sweep", "final")).broken
+    # So a storage rebuilt from the records has the same trials, failures included.
+    (tmp_path / "optuna.db").unlink()
+    (restored,) = prepare(plan, url, records_dir=tmp_path / "runs", report=lambda line: None)
+    assert [(t.state, t.params, t.user_attrs.get("fail_reason")) for t in restored.search_study().get_trials()] == [
+        (t.state, t.params, t.user_attrs.get("fail_reason")) for t in trials]
 
 
 def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:
@@ -272,6 +350,15 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:
     assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}  # lr 1e-6 learns nothing
     assert all(t.intermediate_values for t in trials)  # every trial reported its epochs
     assert study_progress(studies.search_study(), 4).settled == 4
+    pruned = read_records(tmp_path / "runs", ("sweep",), states=("pruned",)).runs
+    assert sorted(r["trial"] for r in pruned) == [t.number for t in trials if t.state == TrialState.PRUNED]
+    # A storage rebuilt from the records: the same states, parameters and reported errors.
+    (tmp_path / "optuna.db").unlink()
+    (restored,) = prepare(plan, url, records_dir=tmp_path / "runs", report=lambda line: None)
+    again = restored.search_study().get_trials()
+    assert [(t.state, t.params) for t in again] == [(t.state, t.params) for t in trials]
+    for before, after in zip(trials, again):
+        assert after.intermediate_values == pytest.approx(before.intermediate_values, abs=1e-6)
 
 
 def test_offline_wandb_run_holds_config_and_metrics(tmp_path: Path, monkeypatch) -> None:

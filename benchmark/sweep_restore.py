@@ -1,0 +1,163 @@
+"""Rebuild a sweep's studies from its run records when the Optuna storage has lost them.
+
+The records under ``results/runs/`` are committed; the SQLite storage is not. A sweep started on
+a fresh checkout, or after ``results/optuna.db`` was deleted, would otherwise run every search
+and final again. Before the workers start, each study the storage does not know is rebuilt from
+the records that name it (``study`` and ``trial`` fields), so the sweep continues where the
+records end:
+
+- A recorded search trial comes back in the state it ended in, under its own trial number (so
+  the best trial, and the name of its finals, are unchanged): COMPLETE with its parameters, its
+  value (1 - mean validation accuracy of the selected epoch) and the best-so-far errors it
+  reported each epoch, which the pruner reads; PRUNED or FAILED (these records hold no results).
+- A number without a record was cut off and retried under a later number, or ran before
+  pruned and failed trials left records. Where the records hold finals of the study, its search
+  was settled when they started, so the missing positions are restored as settled (failed, with
+  the reason); so they are where the user says the searches had finished
+  (``--searches-settled``). Otherwise they are restored as ``skipped`` placeholders that only
+  keep the numbering, and the positions run again.
+- A recorded final comes back with its seed. A final seed below the last recorded one that has
+  no record (its run was cut off) is queued again, as an interrupted trial would be.
+
+Only studies absent from the storage are rebuilt: a shared storage that already holds a study
+is the truth, and records gathered from other machines never add trials to it twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from .sweep import COMPLETE, FAILED, PRUNED, MethodStudies, requeue
+
+LOST = "restored from records: this trial left none (pruned, failed or cut off)"
+
+
+def _best_so_far(val_acc_history: Sequence[float]) -> dict[int, float]:
+    """The validation error a search trial reported each epoch: the best one up to that epoch."""
+    reported, best = {}, float("inf")
+    for epoch, accuracy in enumerate(val_acc_history):
+        best = min(best, 1 - accuracy)
+        reported[epoch] = best
+    return reported
+
+
+def _restored_trial(record: dict[str, Any], distributions: dict[str, BaseDistribution],
+                    user_attrs: dict[str, Any]) -> FrozenTrial:
+    """The trial a record was written by, in the state it ended in (see ``Worker._reported``)."""
+    state = record.get("state", COMPLETE)
+    common = {
+        "params": {name: record["config"][name] for name in distributions},
+        "distributions": distributions,
+        "user_attrs": {**user_attrs, "record": record["_path"], "restored": True},
+    }
+    if state == PRUNED:
+        reported = {int(epoch): value for epoch, value in record.get("reported_errors", {}).items()}
+        return create_trial(state=TrialState.PRUNED, intermediate_values=reported, **common)
+    if state == FAILED:
+        common["user_attrs"]["fail_reason"] = record["reason"]
+        return create_trial(state=TrialState.FAIL, **common)
+    # The value the objective returned (``Worker._search_objective`` and ``_final_objective``).
+    value = record["test_err_mean"] if record["val_acc_mean"] is None else 1 - record["val_acc_mean"]
+    searched = record["job"] == "sweep"
+    return create_trial(state=TrialState.COMPLETE, value=value, **common,
+                        intermediate_values=_best_so_far(record["val_acc_history"]) if searched else None)
+
+
+def _add_in_order(study: optuna.Study, recorded: dict[int, FrozenTrial], placeholder: dict[str, Any]) -> None:
+    """Add the recorded trials under their own numbers; a number without a record gets a failed
+    trial with ``placeholder`` user attributes."""
+    for number in range(max(recorded, default=-1) + 1):
+        study.add_trial(recorded.get(number) or create_trial(state=TrialState.FAIL, user_attrs=placeholder))
+
+
+def _restore_search(studies: MethodStudies, records: Sequence[dict[str, Any]], settled: bool) -> int:
+    """Rebuild the search study; return how many positions were restored as lost but settled."""
+    study = studies.search_study()
+    distributions = {d.name: d.distribution() for d in studies.plan.search}
+    recorded = {record["trial"]: _restored_trial(record, distributions, {}) for record in records}
+    _add_in_order(study, recorded, {"fail_reason": LOST} if settled else {"skipped": LOST})
+    if not settled:
+        return 0
+    for _ in range(studies.plan.trials - len(study.get_trials(deepcopy=False))):
+        study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": LOST}))
+    return len(study.get_trials(deepcopy=False)) - len(recorded)
+
+
+def _restore_final(studies: MethodStudies, best_number: int | None, records: Sequence[dict[str, Any]]) -> list[int]:
+    """Rebuild one final study; return the seeds queued again."""
+    if best_number is None:  # a fixed plan: its finals study is named after no trial
+        study = studies.final_study(studies.best_trial())
+    else:
+        best = create_trial(state=TrialState.COMPLETE, value=0.0)
+        best.number = best_number  # the finals are named after the search trial they re-run
+        study = studies.final_study(best)
+    recorded = {}
+    for record in records:
+        attrs = {"seed": record["seed"], **({} if best_number is None else {"best_trial": best_number})}
+        if "test_err_mean" in record:
+            attrs["test_err_mean"] = record["test_err_mean"]
+        recorded[record["trial"]] = _restored_trial(record, {}, attrs)
+    # Gaps in a final study are runs cut off and retried under a later number: never a position.
+    _add_in_order(study, recorded, {"skipped": LOST})
+    seeds = list(studies.plan.final_seeds)
+    done = {record["seed"] for record in records if record["seed"] in seeds}
+    last = max((seeds.index(seed) for seed in done), default=-1)
+    missing = [seed for seed in seeds[: last + 1] if seed not in done]
+    for seed in missing:  # a position taken by a run that never finished: queue it again
+        study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"seed": seed, "fail_reason": LOST}))
+        requeue(study, study.get_trials(deepcopy=False)[-1])
+    return missing
+
+
+def restore_studies(method_studies: Iterable[MethodStudies], records_dir: Path,
+                    searches_settled: bool = False) -> list[str]:
+    """Rebuild every study of ``method_studies`` that the storage lacks and the records under
+    ``records_dir`` name; return one line per rebuilt study, for the user.
+
+    ``searches_settled``: the user knows the searches had finished (from the sweep's logs), so
+    positions without a record are settled even where no final had started yet.
+    """
+    from .leaderboard import read_records
+
+    method_studies = list(method_studies)
+    if not method_studies:
+        return []
+    storage = method_studies[0].storage
+    known = {summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    wanted = {s.search_name: s for s in method_studies if s.search_name not in known}
+    if not wanted:
+        return []
+    by_study: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    dataset = method_studies[0].plan.dataset
+    found = read_records(Path(records_dir) / dataset, jobs=("sweep", "final"), states=(COMPLETE, PRUNED, FAILED))
+    for record in found.runs:
+        if "study" in record and "trial" in record:
+            by_study[record["study"]].append(record)
+
+    lines = []
+    for name, studies in wanted.items():
+        finals = {study: runs for study, runs in by_study.items() if study.startswith(f"{name}/final/")}
+        searched = by_study.get(name, [])
+        if not searched and not finals:
+            continue
+        lost = _restore_search(studies, searched, settled=bool(finals) or searches_settled) if not studies.plan.fixed else 0
+        line = f"restored {name} from {records_dir}: {len(searched)} search record(s)"
+        line += f" and {lost} settled without a record" if lost else ""
+        for final_name, runs in sorted(finals.items()):
+            tag = final_name.rsplit("/", 1)[1]
+            queued = _restore_final(studies, None if tag == "fixed" else int(tag.removeprefix("t")), runs)
+            line += f"; finals {tag}: seeds {sorted(r['seed'] for r in runs)}"
+            line += f" (seeds {queued} queued again)" if queued else ""
+        best = studies.best_trial()
+        ran = {f.rsplit("/", 1)[1] for f in finals}
+        if best is not None and not studies.plan.fixed and ran and f"t{best.number}" not in ran:
+            line += f"; the best search trial is now t{best.number}, whose finals will run"
+        lines.append(line)
+    return lines
