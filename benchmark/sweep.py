@@ -38,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import TrainConfig
 from .sweep_plan import SweepPlan
-from .tracking import Tracking
+from .tracking import Tracking, git_revision, new_run_id, package_versions, record_path, write_json_atomic
 
 if TYPE_CHECKING:
     from .train import RunResult
@@ -448,8 +448,6 @@ class Worker:
     def _record_unfinished(self, trial: optuna.Trial, config: TrainConfig, job: str, state: str, reason: str,
                            wall_time: float) -> None:
         """The record of a trial that ended without a result: what it ran and why it stopped."""
-        from .tracking import git_revision, new_run_id, package_versions, record_path, write_json_atomic
-
         (frozen,) = [t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number]
         run_id = new_run_id(config.seed)
         path = record_path(self.out_dir, config.dataset, config.method, run_id)
