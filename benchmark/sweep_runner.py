@@ -195,8 +195,9 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
     workers = args.workers or max(len(gpus), 1)
     try:
         studies = prepare(plan, storage_url, records_dir=Path(args.out), searches_settled=args.searches_settled)
-    except Exception as error:  # a wrong URL, a server down, a missing database driver
-        print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(storage_url)}: {error}", file=sys.stderr)
+    except Exception as error:  # a wrong URL, a server down, a missing database driver, a record it cannot restore
+        print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(storage_url)} "
+              f"or rebuild its studies from the records in {args.out}: {error}", file=sys.stderr)
         return 2
     print(
         f"sweep {plan.dataset}: {len(plan.methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
