@@ -206,7 +206,7 @@ def _time_training(job: dict[str, Any]) -> dict[str, Any]:
     dataset = dataset_source(config.dataset).load(Path(job["data_dir"]), **config.dataset_params)
     module_class = method_class(config.method)
     data = MultiTaskDataModule(dataset, train_ratio=config.train_ratio, val_ratio=config.val_ratio, seed=0,
-                               samples_per_class=config.samples_per_class,
+                               samples_per_class=config.samples_per_class, outer_batches=module_class.outer_batches,
                                holdout_ratio=module_class.holdout_ratio(config.method_params))
     module = module_class(data.network_spec, config, dataset.task_names)
     before = _rss_mb()

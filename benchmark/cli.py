@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import DATA_DIR_VARIABLE, TrainConfig, default_data_dir, parse_assignments
+from .config import DATA_DIR_VARIABLE, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -86,7 +86,6 @@ def _train(args: argparse.Namespace) -> int:
     from .methods import DivergedError
     from .train import train
 
-    defaults = TrainConfig()
     values = {
         key: getattr(args, key)
         for key in ("dataset", "method", "lam", "hidden", "lr", "seed", "train_ratio", "val_ratio", "max_epochs", "layers",
@@ -97,7 +96,7 @@ def _train(args: argparse.Namespace) -> int:
     values["dataset_params"] = parse_assignments(args.data_param)
     values["dataset_params"].update({key: getattr(args, key) for key in ("features", "backbone") if getattr(args, key)})
     try:
-        config = TrainConfig.from_dict({**defaults.to_dict(), **values})
+        config = TrainConfig.from_dict(values)
         result = train(config, args.data_dir or default_data_dir(), args.out, progress=not args.no_progress)
     except (ValueError, DataUnavailableError) as error:
         print(f"mtlbench train: {error}", file=sys.stderr)
@@ -259,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-ratio", type=float, help="train part per task and class (rest: test)")
     train.add_argument("--val-ratio", type=float, help="validation part of train (0: fixed budget)")
     train.add_argument("--max-epochs", type=int, help="epochs")
-    train.add_argument("--layers", choices=["all", "head"], help="regularise hidden and heads, or heads only")
+    train.add_argument("--layers", choices=list(LAYERINGS),
+                       help="all: stack and regularise hidden and heads; head: share the hidden layer (Frobenius) and "
+                       "regularise the stacked heads; paper (default): the method's paper's layering")
     train.add_argument("--penalty-every", type=int,
                        help="lazy regularisation: the coupling term every k-th step, weighted k (default 1: exact)")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",

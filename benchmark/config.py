@@ -11,6 +11,16 @@ from typing import Any
 
 DATA_DIR_VARIABLE = "BENCHMARK_DATA_DIR"
 
+# What the methods mean, as a number every record carries; the leaderboard never mixes versions.
+# 1: every method on every shareable layer (`layers: all`), GTTN meta's outer loss on a carve-out
+#    of train, GTTN variable's logits at the network's learning rate, search seeds shared by methods.
+# 2: each method under its paper's layering (the GTTN family shares the hidden layer, Frobenius
+#    penalty, and puts the tensor norm on the heads), GTTN meta's outer loss on the validation
+#    part with an Adam virtual step and bounded unnormalised weights, GTTN variable's logits at
+#    their own learning rate, a guided search with a sampler seed per study.
+PROTOCOL_VERSION = 2
+LAYERINGS = ("all", "head", "paper")
+
 
 def default_data_dir() -> Path:
     """``$BENCHMARK_DATA_DIR`` if set, else ``datasets/`` in the working directory."""
@@ -32,7 +42,9 @@ class TrainConfig:
     max_epochs: int = 30
     samples_per_class: int = 2  # batch per task = samples_per_class x classes of the widest task
     class_balanced: bool = True
-    layers: str = "all"  # "all": hidden and heads task-specific; "head": hidden shared
+    # "all": hidden and heads stacked and regularised; "head": hidden shared (Frobenius), heads
+    # stacked; "paper": the method's paper's layering, resolved to one of the two on construction.
+    layers: str = "paper"
     # Lazy regularisation: the coupling term only every k-th step, weighted k (an approximation;
     # 1 = every step, exact). Saves the trace norms' cost on the other steps.
     penalty_every: int = 1
@@ -44,8 +56,12 @@ class TrainConfig:
             raise ValueError(f"train_ratio must be in (0, 1), got {self.train_ratio}")
         if not 0 <= self.val_ratio < 1:
             raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
-        if self.layers not in ("all", "head"):
-            raise ValueError(f"layers must be 'all' or 'head', got {self.layers!r}")
+        if self.layers not in LAYERINGS:
+            raise ValueError(f"layers must be one of {', '.join(LAYERINGS)}, got {self.layers!r}")
+        if self.layers == "paper":
+            from .methods import method_class  # the registry imports this module
+
+            object.__setattr__(self, "layers", method_class(self.method).paper.layers)
         if self.lam < 0 or self.lr <= 0 or min(self.hidden, self.max_epochs, self.samples_per_class, self.penalty_every) < 1:
             raise ValueError(f"lam >= 0, lr > 0, hidden, max_epochs, samples_per_class, penalty_every >= 1 (got {self})")
 

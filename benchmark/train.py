@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from .config import TrainConfig
+from .config import PROTOCOL_VERSION, TrainConfig
 from .data import MultiTaskDataModule, MultiTaskDataset, dataset_source
 from .methods import MultiTaskModule, method_class
 from .norms import mode_flattening, trace_norm
@@ -73,6 +73,18 @@ def task_trace_norms(module: MultiTaskModule) -> dict[str, float]:
             f"layer{index}": float(trace_norm(mode_flattening(layer.weight.ndim, -1).apply(layer.weight)))
             for index, layer in enumerate(module.stacked_layers())
         }
+
+
+class MethodStateHistory(L.Callback):
+    """The method's logged state (learned flattening weights, ranks) at the end of every epoch."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: MultiTaskModule) -> None:
+        state = module.logged_state()
+        if state:
+            self.history.append({key: round(value, 6) for key, value in state.items()})
 
 
 class InitialNorms(L.Callback):
@@ -177,10 +189,11 @@ def _fit_and_test(
         seed=config.seed,
         samples_per_class=config.samples_per_class,
         class_balanced=config.class_balanced,
+        outer_batches=module_class.outer_batches,
         holdout_ratio=module_class.holdout_ratio(config.method_params),
     )
     module = module_class(data.network_spec, config, dataset.task_names)
-    selector, initial = BestEpoch(), InitialNorms()
+    selector, initial, states = BestEpoch(), InitialNorms(), MethodStateHistory()
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
         accelerator=accelerator,
@@ -191,7 +204,7 @@ def _fit_and_test(
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if data.has_validation else 0,
-        callbacks=[selector, initial, *(callbacks or [])],
+        callbacks=[selector, initial, states, *(callbacks or [])],
     )
     trainer.fit(module, datamodule=data)
     if data.has_validation:
@@ -202,6 +215,10 @@ def _fit_and_test(
     trainer.test(module, datamodule=data, verbose=False)
     record = _record(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
     record["val_tasks"] = data.validation_tasks  # the tasks whose mean selected the epoch
+    if data.outer_part:
+        record["outer_part"] = data.outer_part  # where a bilevel method's outer batches came from
+    if states.history:
+        record["method_state_history"] = states.history
     if dataset.provenance:
         record["inputs"] = dict(dataset.provenance)
     record["sharing"] = sharing_strength(initial.norms, task_trace_norms(module))
@@ -239,6 +256,9 @@ def _record(
         "method": config.method,
         "config": config.to_dict(),
         "seed": config.seed,
+        "protocol_version": PROTOCOL_VERSION,
+        # The layering the method's paper uses, or the other one (an ablation): tables never mix them.
+        "paper_layering": config.layers == type(module).paper.layers,
         "selection": selection,
         "selected_epoch": selected_epoch,
         "tasks": tasks,

@@ -72,16 +72,43 @@ def test_evaluation_batches_of_large_images_stay_within_the_memory_budget() -> N
     assert sum(int((b["y"] >= 0).sum()) for b in batches) == sum(len(s["test"]) for s in data.splits)
 
 
-def test_holdout_part_comes_from_train_and_is_disjoint() -> None:
+def test_outer_batches_come_from_the_validation_part_and_train_keeps_all_its_data() -> None:
+    """GTTN meta's outer loss reads D_val: no carve-out of train (it starved the method at ratio 0.1)."""
+    # Like dslr at ratio 0.1: the small task's 2 training samples per class leave it no validation part.
+    sizes = {"large": 30, "small": 6}
+    dataset = MultiTaskDataset("two", tuple(
+        TaskData(name, torch.randn(3 * n, 4), torch.arange(3 * n) % 3, 3) for name, n in sizes.items()
+    ), "features", "features")
+    plain = MultiTaskDataModule(dataset, seed=1, train_ratio=0.3)
+    meta = MultiTaskDataModule(dataset, seed=1, train_ratio=0.3, outer_batches=True, holdout_ratio=0.3)
+    assert meta.outer_part == "val" and [len(s["val"]) > 0 for s in meta.splits] == [True, False]
+    for p, m in zip(plain.splits, meta.splits):
+        assert "holdout" not in m
+        assert all(np.array_equal(m[part], p[part]) for part in ("train", "val", "test"))
+    batch = next(iter(meta.train_dataloader()))
+    assert batch["outer_x"].shape == batch["x"].shape
+    for task, split in enumerate(meta.splits):
+        labels = meta.labels_np[task]
+        drawn = batch["outer_y"][task].numpy()
+        if len(split["val"]):
+            assert set(drawn) <= set(labels[split["val"]])
+        else:  # a task without validation samples is padding in the outer batch, which losses skip
+            assert (drawn == -1).all()
+
+
+def test_without_a_validation_part_the_outer_batches_come_from_a_carve_out_of_train() -> None:
     dataset = dataset_source("synthetic").load(Path("."))
-    plain = MultiTaskDataModule(dataset, seed=1)
-    meta = MultiTaskDataModule(dataset, seed=1, holdout_ratio=0.3)
+    plain = MultiTaskDataModule(dataset, seed=1, val_ratio=0.0)
+    meta = MultiTaskDataModule(dataset, seed=1, val_ratio=0.0, outer_batches=True, holdout_ratio=0.3)
+    assert meta.outer_part == "holdout"
     for p, m in zip(plain.splits, meta.splits):
         assert set(m["holdout"]) | set(m["train"]) == set(p["train"])
         assert not set(m["holdout"]) & set(m["train"])
-        assert np.array_equal(m["val"], p["val"]) and np.array_equal(m["test"], p["test"])
+        assert np.array_equal(m["test"], p["test"])
     batch = next(iter(meta.train_dataloader()))
-    assert batch["holdout_x"].shape == batch["x"].shape
+    assert batch["outer_x"].shape == batch["x"].shape
+    with pytest.raises(ValueError, match="split has none"):
+        MultiTaskDataModule(dataset, seed=1, val_ratio=0.0, outer_batches=True, holdout_ratio=0.0)
 
 
 def test_unknown_dataset_names_the_valid_ones() -> None:

@@ -33,6 +33,7 @@ def built_module(config: TrainConfig):
     data = MultiTaskDataModule(
         dataset_source("synthetic").load(Path("."), **config.dataset_params),
         seed=config.seed,
+        outer_batches=cls.outer_batches,
         holdout_ratio=cls.holdout_ratio(config.method_params),
     )
     return cls(data.network_spec, config, data.dataset.task_names), data
@@ -88,9 +89,54 @@ def test_dmtl_shares_the_hidden_layer_and_stl_does_not() -> None:
     assert shared_grad.abs().sum() > 0  # the shared layer is weight-decayed too
 
 
-def test_layers_head_leaves_the_shared_hidden_layer_unregularised() -> None:
+def test_layers_head_puts_a_frobenius_penalty_on_the_shared_hidden_layer() -> None:
+    """As the GTTN paper's code does: lambda ||W_h||_F^2 on the shared layer, the tensor norm on the heads."""
     module, _ = built_module(tiny_config("tucker", layers="head"))
     assert [tuple(layer.weight.shape) for layer in module.stacked_layers()] == [(8, 3, 3)]
+    shared = module.network.hidden.weight
+    assert not module.network.hidden.stacked
+    assert module.penalty().item() == pytest.approx(module.coupling().item() + shared.pow(2).sum().item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(module.penalty(), [shared])
+    assert torch.allclose(grad, 2 * shared)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_each_method_runs_under_its_papers_layering_by_default(method: str) -> None:
+    """SPEC.md section 3: the GTTN family shares the hidden layer; the TNRDMTL family stacks every layer."""
+    gttn_family = method.startswith("gttn_")
+    assert TrainConfig(method=method).layers == ("head" if gttn_family else "all")
+    module, _ = built_module(tiny_config(method))
+    expected_stacked = 1 if gttn_family or method == "dmtl" else 2
+    assert len(module.stacked_layers()) == expected_stacked
+    # Either layering can be asked for (an ablation).
+    assert TrainConfig(method=method, layers="all").layers == "all"
+    assert TrainConfig(method=method, layers="head").layers == "head"
+
+
+def test_gttn_var_logits_learn_at_their_own_rate_towards_the_least_norm_flattening() -> None:
+    """beta has its own Adam group (beta_lr, default 0.05); at the network's 1e-3 alpha barely moves."""
+    def learn(steps: int, **params) -> tuple[torch.Tensor, torch.Tensor]:
+        module, _ = built_module(tiny_config("gttn_var", hidden=8, method_params=params))
+        (head,) = module.stacked_layers()
+        with torch.no_grad():  # 8 x 3 x 3 heads, the same up to scale in every task: one flattening of rank 1
+            head.weight.copy_(torch.randn(8, 3, 1) * torch.tensor([1.0, 0.9, 1.1]))
+        regulariser = module.regularisers[0]
+        norms = torch.stack([torch.linalg.matrix_norm(f.apply(head.weight.detach()), "nuc")
+                             for f in regulariser.flattenings(tuple(head.weight.shape))])
+        optimiser = module.configure_optimizers()
+        assert sorted(group["lr"] for group in optimiser.param_groups) == sorted([module.config.lr, params.get("beta_lr", 0.05)])
+        for _ in range(steps):
+            optimiser.zero_grad()
+            module.penalty().backward()
+            head.weight.grad = None  # W fixed: only the flattening weights move
+            optimiser.step()
+        return regulariser.alpha().detach(), norms
+
+    learned, norms = learn(100)
+    assert norms.shape == (3,) and norms.min() < 0.8 * norms.sort().values[1]  # one clearly smallest
+    assert learned.argmax() == norms.argmin() and learned.max() > 0.9
+    static, _ = learn(100, beta_lr=1e-3)
+    assert static.max() < 0.45  # the old behaviour at the network's rate: near uniform (1/3)
 
 
 def test_laf_tf_factorises_the_stl_fit_at_the_requested_error() -> None:
@@ -157,7 +203,7 @@ def test_per_flattening_lambda_weights_every_flattening_once(method: str, per_la
     from benchmark.nets import NetworkSpec
 
     spec = NetworkSpec((2, 2, 3), (4, 4, 4), "features")  # a pool5-like input: layers of order 5 and 3
-    modules = [method_class(method)(spec, TrainConfig(method=method, hidden=6, method_params=params), ["a", "b", "c"])
+    modules = [method_class(method)(spec, TrainConfig(method=method, hidden=6, layers="all", method_params=params), ["a", "b", "c"])
                for params in ({}, {"per_flattening": True})]
     modules[1].load_state_dict(modules[0].state_dict())
     layers = modules[0].stacked_layers()

@@ -39,16 +39,22 @@ class _TaskSampler:
 
 
 class _TrainStream(IterableDataset):
-    """One epoch = enough steps for the largest task to be seen once; each step one batch per task."""
+    """One epoch = enough steps for the largest task to be seen once; each step one batch per task.
 
-    def __init__(self, module: MultiTaskDataModule, part: str, extra_part: str | None) -> None:
-        self.module, self.part, self.extra_part = module, part, extra_part
+    With an ``outer_part`` each batch also carries ``outer_x`` / ``outer_y``, a batch of the same
+    size per task from that part (GTTN meta's outer objective); a task with no sample in it has
+    label -1 there (padding, which the losses skip).
+    """
+
+    def __init__(self, module: MultiTaskDataModule, part: str, outer_part: str | None) -> None:
+        self.module = module
         labels = module.labels_np
         balanced = module.class_balanced
         self.samplers = [_TaskSampler(s[part], labels[t], balanced) for t, s in enumerate(module.splits)]
-        self.extra = (
-            [_TaskSampler(s[extra_part], labels[t], balanced) for t, s in enumerate(module.splits)]
-            if extra_part
+        self.outer = (
+            [_TaskSampler(s[outer_part], labels[t], balanced) if len(s[outer_part]) else None
+             for t, s in enumerate(module.splits)]
+            if outer_part
             else None
         )
         self.steps = math.ceil(max(len(s[part]) for s in module.splits) / module.batch_size)
@@ -58,11 +64,16 @@ class _TrainStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         module, rng = self.module, self.module.rng
+        size = module.batch_size
         for _ in range(self.steps):
-            batch = module.gather([s.draw(module.batch_size, rng) for s in self.samplers])
-            if self.extra is not None:
-                extra = module.gather([s.draw(module.batch_size, rng) for s in self.extra])
-                batch.update({f"{self.extra_part}_x": extra["x"], f"{self.extra_part}_y": extra["y"]})
+            batch = module.gather([s.draw(size, rng) for s in self.samplers])
+            if self.outer is not None:
+                drawn = [np.zeros(size, np.int64) if s is None else s.draw(size, rng) for s in self.outer]
+                outer = module.gather(drawn)
+                for t, sampler in enumerate(self.outer):
+                    if sampler is None:
+                        outer["y"][t] = -1
+                batch.update({"outer_x": outer["x"], "outer_y": outer["y"]})
             yield batch
 
 
@@ -93,9 +104,11 @@ class _EvalChunks(IterableDataset):
 class MultiTaskDataModule(L.LightningDataModule):
     """Stratified per-task splits from a seed; train batches of equal size per task.
 
-    ``holdout_ratio`` carves a further part of train (stratified) that only a method asking for it
-    sees, as ``holdout_x`` / ``holdout_y`` in each training batch (GTTN meta's outer objective).
-    Features are standardised with the mean and std of the training part alone.
+    ``outer_batches`` adds a batch of a further part to each training batch, as ``outer_x`` /
+    ``outer_y`` (GTTN meta's outer objective): the validation part where the split has one (the
+    GTTN paper's D_val), else a stratified ``holdout_ratio`` of train carved out for it, which the
+    weights then never train on (``outer_part`` says which). Features are standardised with the
+    mean and std of the training part alone.
     """
 
     def __init__(
@@ -106,6 +119,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         seed: int = 0,
         samples_per_class: int = 2,
         class_balanced: bool = True,
+        outer_batches: bool = False,
         holdout_ratio: float = 0.0,
         eval_chunk: int | None = None,
     ) -> None:
@@ -128,19 +142,29 @@ class MultiTaskDataModule(L.LightningDataModule):
             if len(split["test"]) == 0:
                 raise ValueError(f"task {dataset.task_names[len(self.splits)]} has no test sample at "
                                  f"train_ratio={train_ratio} ({len(labels)} samples); lower the train ratio")
-            if holdout_ratio > 0:
-                inner = stratified_split(labels[split["train"]], 1 - holdout_ratio, 0.0, holdout_rng)
-                split["holdout"] = split["train"][inner["test"]]
-                split["train"] = split["train"][inner["train"]]
-                if len(split["holdout"]) == 0:
-                    raise ValueError(
-                        f"a held-out part of {holdout_ratio} of the training split leaves no sample of task "
-                        f"{len(self.splits)} held out; raise the holdout ratio or the train ratio"
-                    )
             self.splits.append(split)
-        self.holdout = holdout_ratio > 0
+        self.outer_part: str | None = None
+        if outer_batches:
+            self.outer_part = "val" if self.has_validation else "holdout"
+        if self.outer_part == "holdout":
+            if holdout_ratio <= 0:
+                raise ValueError("this method trains on batches of a validation part, and the split has none: "
+                                 "raise val_ratio, or give the method a holdout ratio of train")
+            self._carve_holdout(holdout_ratio, holdout_rng)
         self.batch_size = samples_per_class * max(t.n_classes for t in dataset.tasks)
         self._mean, self._std = self._train_statistics() if dataset.kind == "features" else (None, None)
+
+    def _carve_holdout(self, holdout_ratio: float, rng: np.random.Generator) -> None:
+        """Move a stratified ``holdout_ratio`` of each task's training part into ``holdout``."""
+        for name, labels, split in zip(self.dataset.task_names, self.labels_np, self.splits):
+            inner = stratified_split(labels[split["train"]], 1 - holdout_ratio, 0.0, rng)
+            split["holdout"] = split["train"][inner["test"]]
+            split["train"] = split["train"][inner["train"]]
+            if len(split["holdout"]) == 0:
+                raise ValueError(
+                    f"a held-out part of {holdout_ratio} of the training split leaves no sample of task "
+                    f"{name} held out; raise the holdout ratio or the train ratio"
+                )
 
     def _train_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         train = torch.cat([t.inputs[s["train"]].float() for t, s in zip(self.dataset.tasks, self.splits)])
@@ -176,7 +200,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         return {name: {part: idx.tolist() for part, idx in s.items()} for name, s in zip(names, self.splits)}
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_TrainStream(self, "train", "holdout" if self.holdout else None), batch_size=None)
+        return DataLoader(_TrainStream(self, "train", self.outer_part), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_EvalChunks(self, "val", self.eval_chunk), batch_size=None)

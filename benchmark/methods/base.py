@@ -1,18 +1,24 @@
 """The LightningModule family shared by every method, and the method registry.
 
 A method is one subclass of :class:`MultiTaskModule`, registered by name with :func:`register`.
-It says how the coupling term is computed (``penalty``) and, where it must, how the network is
-shared (``shares_hidden``), how much of the training split it keeps for itself
-(``holdout_ratio``) or how it trains (``training_step``). The core never asks for a method's name.
+It says which paper defines it (``paper``: the default layering comes from there), how the
+coupling term of its task-stacked layers is computed (``coupling``) and, where it must, how the
+network is shared (``shares_hidden``), whether it trains on batches of a further part of the data
+(``outer_batches``, ``holdout_ratio``) or how it trains (``training_step``). The core never asks
+for a method's name.
 
-Loss of every method (SPEC.md section 2): sum_t CE_t + lambda x sum over regularised layers of the
-coupling term, CE_t the mean cross-entropy of task t's batch.
+Loss of every method (SPEC.md section 2): sum_t CE_t + lambda x (sum over the stacked layers of
+the coupling term + sum over the shared layers of ||W||_F^2), CE_t the mean cross-entropy of task
+t's batch. A shared layer (no task axis: the hidden layer under ``layers=head``) has nothing for a
+tensor norm to couple; it gets the Frobenius penalty the GTTN paper's code puts on it, at the same
+lambda.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -24,6 +30,23 @@ from ..nets import MultiTaskNetwork, NetworkSpec, TaskLayer, build_network
 from ..norms import gttn_subsets
 
 _METHODS: dict[str, type[MultiTaskModule]] = {}
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The paper whose protocol a method follows: its citation, year and default layering.
+
+    ``layers``: "all" stacks and regularises every shareable layer; "head" shares the hidden
+    layer(s) across tasks (Frobenius penalty) and puts the coupling term on the stacked heads.
+    """
+
+    citation: str
+    year: int
+    layers: str
+
+
+TNRDMTL = Paper("Yang & Hospedales, Trace Norm Regularised Deep Multi-Task Learning, ICLR 2017 workshop", 2017, "all")
+GTTN = Paper("Zhang, Zhang & Wang, Multi-Task Learning via Generalized Tensor Trace Norm, KDD 2021", 2021, "head")
 
 
 class DivergedError(FloatingPointError):
@@ -52,6 +75,12 @@ def register(name: str) -> Callable[[type[MultiTaskModule]], type[MultiTaskModul
 
 def method_names() -> list[str]:
     return sorted(_METHODS)
+
+
+def registration_order(name: str) -> int:
+    """Where ``name`` was registered among the methods: of methods that coincide, the first one
+    registered runs (the older definition: Tucker before TR and GTTN-a)."""
+    return list(_METHODS).index(name)
 
 
 def method_class(name: str) -> type[MultiTaskModule]:
@@ -88,7 +117,11 @@ class MultiTaskModule(L.LightningModule):
     """T task networks of one architecture trained jointly under one coupling term."""
 
     name: str
+    paper: Paper = TNRDMTL  # whose protocol the method runs under by default (STL and DMTL: both papers')
     shares_hidden: bool = False  # hard sharing of the hidden layers (DMTL)
+    # Trains on batches of a further part of the data besides its training batches: the
+    # validation part where the split has one, else ``holdout_ratio`` of train (GTTN meta).
+    outer_batches: bool = False
     caveat: str = ""  # shown beside the method's results (e.g. a provisional definition)
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
@@ -105,7 +138,8 @@ class MultiTaskModule(L.LightningModule):
 
     @classmethod
     def holdout_ratio(cls, params: Mapping[str, Any]) -> float:
-        """Part of the training split the method keeps out of the weights' training (0: none)."""
+        """Part of the training split the method's outer batches come from where the split has no
+        validation part (``outer_batches`` methods only; 0: none)."""
         return 0.0
 
     # ---- the coupling term -----------------------------------------------------------------
@@ -114,9 +148,18 @@ class MultiTaskModule(L.LightningModule):
         """Shareable layers that carry a task axis: what a tensor trace norm regularises."""
         return [layer for layer in self.network.shareable_layers() if layer.stacked]
 
-    def penalty(self) -> torch.Tensor:
-        """The coupling term, summed over the regularised layers (lambda is applied by the caller)."""
+    def shared_layers(self) -> list[TaskLayer]:
+        """Shareable layers with one weight for every task (the hidden layer of ``layers=head``)."""
+        return [layer for layer in self.network.shareable_layers() if not layer.stacked]
+
+    def coupling(self) -> torch.Tensor:
+        """The coupling term, summed over the stacked layers."""
         raise NotImplementedError
+
+    def penalty(self) -> torch.Tensor:
+        """coupling + sum of ||W||_F^2 over the shared layers (lambda is applied by the caller)."""
+        return self.coupling() + sum((layer.weight.pow(2).sum() for layer in self.shared_layers()),
+                                     torch.zeros((), device=self.device))
 
     def logged_state(self) -> dict[str, float]:
         """Method-specific values to log each epoch (e.g. learned flattening weights)."""

@@ -8,10 +8,10 @@ from .base import MultiTaskModule, register
 
 
 class FrobeniusMethod(MultiTaskModule):
-    """lambda x sum over the shareable layers of ||W||_F^2 (stacked or shared)."""
+    """lambda x sum over the shareable layers of ||W||_F^2 (stacked here, shared in the base class)."""
 
-    def penalty(self) -> torch.Tensor:
-        return sum(layer.weight.pow(2).sum() for layer in self.network.shareable_layers())
+    def coupling(self) -> torch.Tensor:
+        return sum((layer.weight.pow(2).sum() for layer in self.stacked_layers()), torch.zeros((), device=self.device))
 
 
 @register("stl")

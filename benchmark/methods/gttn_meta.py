@@ -1,19 +1,32 @@
 """GTTN with meta-learned flattening weights (Zhang, Zhang & Wang, KDD 2021), done correctly.
 
-alpha = softmax(beta) per stacked layer. Every ``outer_every`` steps (default 5), beta takes one
-outer Adam step (lr ``outer_lr``, default 0.04) on the one-step unrolled hypergradient
+Bilevel, as the GTTN slides state it: the flattening weights alpha minimise the loss on D_val of
+the network weights at the inner optimum. Approximated by one unrolled inner step: every
+``outer_every`` steps (default 5), beta takes one outer Adam step (lr ``outer_lr``, default 0.04)
+on the hypergradient
 
-    d/d beta  L_holdout( theta - eta * grad_theta [ L_train(theta) + lambda sum_l sum_s alpha_ls ||W_l{s}||_* ] )
+    d/d beta  L_outer( theta + Adam_step( grad_theta [ L_train(theta) + lambda P(theta, alpha(beta)) ] ) )
 
-computed with torch.func (eta = the inner learning rate). The held-out batch comes from a part
-of the *training* split (``holdout``, default 0.3), with its own labels -- never the validation or
-test split, and never the training labels (the public code's bug 5). The inner and outer Adam
-optimisers are built once and keep their state across steps (the public code re-created Adam
-every step, bug 6).
+computed with torch.func, where Adam_step is the update the real (inner) Adam would take from its
+current state (moments and step count), so the virtual step is the real one, not plain SGD.
+
+- **Outer data:** batches of the split's validation part (D_val, the part that also selects the
+  epoch), with their own labels, never the training labels (the public code's bug 5) and never
+  test. A task without validation samples (dslr at ratio 0.1) is left out of the outer loss.
+  Only where no task has a validation part (``val_ratio: 0``) is a stratified ``holdout`` of train
+  (default 0.3) carved out for it; the record says which (``outer_part``). A carve-out by default
+  starved the method: at ratio 0.1 it took 30-50% of each task's training data.
+- **Weights that set the strength:** alpha_s = (1/N) * bound ** tanh(beta_s), N flattenings,
+  ``bound`` default 10. At beta = 0 this is GTTN-a; each weight stays in [1/(bound N), bound/N],
+  so the weights can raise or lower the whole penalty by up to ``bound`` and can never switch it off.
+  A softmax could only move weight between flattenings, never change the overall strength.
+- Both Adams are built once and keep their state (the public code re-created Adam every step,
+  bug 6). The penalty P also carries the shared layers' Frobenius term of ``layers=head``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,19 +37,44 @@ from torch.func import functional_call, grad
 from ..config import TrainConfig
 from ..nets import NetworkSpec
 from ..norms import gttn_subsets, gttn_weighted_norm
-from .base import MultiTaskModule, check_parameters, divergence_reported, flattening_weight_state, register, task_losses
+from .base import GTTN, MultiTaskModule, check_parameters, divergence_reported, flattening_weight_state, register, task_losses
 
-PARAMETERS = ("holdout", "outer_lr", "outer_every")
+PARAMETERS = ("holdout", "outer_lr", "outer_every", "bound")
+
+
+def bounded_weights(beta: torch.Tensor, bound: float) -> torch.Tensor:
+    """alpha = (1/N) bound^tanh(beta): GTTN-a's 1/N at beta = 0, within [1/(bound N), bound/N]."""
+    return torch.exp(math.log(bound) * torch.tanh(beta)) / beta.numel()
+
+
+def adam_update(gradient: torch.Tensor, state: Mapping[str, Any], lr: float, betas: tuple[float, float],
+                eps: float) -> torch.Tensor:
+    """The step ``torch.optim.Adam`` (no weight decay, no amsgrad) takes from ``state`` for ``gradient``,
+    as a differentiable function of the gradient (``state`` empty: its first step)."""
+    beta1, beta2 = betas
+    step = int(state["step"]) + 1 if state else 1
+    first = gradient * (1 - beta1) + (beta1 * state["exp_avg"] if state else 0)
+    second = gradient.pow(2) * (1 - beta2) + (beta2 * state["exp_avg_sq"] if state else 0)
+    # sqrt is not differentiable at 0 (a gradient that is exactly zero): eps^2 inside keeps it finite.
+    denominator = (second / (1 - beta2**step) + eps**2).sqrt() + eps
+    return -lr * (first / (1 - beta1**step)) / denominator
 
 
 @register("gttn_meta")
 class GeneralizedTraceNormMeta(MultiTaskModule):
+    paper = GTTN
+    outer_batches = True
+
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
         params = config.method_params
         check_parameters(self.name, params, PARAMETERS)
         self.outer_lr = float(params.get("outer_lr", 0.04))
         self.outer_every = int(params.get("outer_every", 5))
+        self.bound = float(params.get("bound", 10.0))
+        if self.bound <= 1 or self.outer_lr <= 0 or self.outer_every < 1:
+            raise ValueError(f"gttn_meta: need bound > 1, outer_lr > 0, outer_every >= 1 (got bound={self.bound}, "
+                             f"outer_lr={self.outer_lr}, outer_every={self.outer_every})")
         self.automatic_optimization = False
         # Lightning's global_step also counts the outer optimiser's steps, so count inner steps here.
         self.inner_steps = 0
@@ -46,15 +84,17 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
         )
         names = {id(p): n for n, p in self.network.named_parameters()}
         self._stacked_names = [names[id(layer.weight)] for layer in self.stacked_layers()]
+        self._shared_names = [names[id(layer.weight)] for layer in self.shared_layers()]
 
     @classmethod
     def holdout_ratio(cls, params: Mapping[str, Any]) -> float:
+        check_parameters(cls.name, params, PARAMETERS)
         return float(params.get("holdout", 0.3))
 
     def alphas(self) -> list[torch.Tensor]:
-        return [torch.softmax(beta, dim=0) for beta in self.logits]
+        return [bounded_weights(beta, self.bound) for beta in self.logits]
 
-    def penalty(self) -> torch.Tensor:
+    def coupling(self) -> torch.Tensor:
         layers = self.stacked_layers()
         return sum(gttn_weighted_norm(layer.weight, alpha) for layer, alpha in zip(layers, self.alphas()))
 
@@ -63,34 +103,40 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
         outer = torch.optim.Adam(self.logits.parameters(), lr=self.outer_lr)
         return [inner, outer]
 
-    def hypergradient(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """d L_holdout(theta after one inner SGD step) / d beta, for every layer's logits."""
+    def hypergradient(self, batch: dict[str, torch.Tensor], inner: torch.optim.Adam) -> list[torch.Tensor]:
+        """d L_outer(theta after the inner Adam's next step) / d beta, for every layer's logits."""
         theta = {name: p.detach() for name, p in self.network.named_parameters()}
+        states = {name: inner.state.get(p, {}) for name, p in self.network.named_parameters()}
+        (group,) = inner.param_groups
         buffers = dict(self.network.named_buffers())
-        lam, eta = self.config.lam, self.config.lr
+        lam = self.config.lam
 
         def inner_loss(params: dict[str, torch.Tensor], logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
             logits_out = functional_call(self.network, (params, buffers), (batch["x"],))
             coupling = sum(
-                gttn_weighted_norm(params[name], torch.softmax(beta, dim=0))
+                gttn_weighted_norm(params[name], bounded_weights(beta, self.bound))
                 for name, beta in zip(self._stacked_names, logits)
             )
-            return task_losses(logits_out, batch["y"]).sum() + lam * coupling
+            shared = sum(params[name].pow(2).sum() for name in self._shared_names)
+            return task_losses(logits_out, batch["y"]).sum() + lam * (coupling + shared)
 
-        def holdout_loss(logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        def outer_loss(logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
             step = grad(inner_loss)(theta, logits)
-            stepped = {name: theta[name] - eta * step[name] for name in theta}
-            logits_out = functional_call(self.network, (stepped, buffers), (batch["holdout_x"],))
-            return task_losses(logits_out, batch["holdout_y"]).sum()
+            stepped = {
+                name: theta[name] + adam_update(step[name], states[name], group["lr"], group["betas"], group["eps"])
+                for name in theta
+            }
+            logits_out = functional_call(self.network, (stepped, buffers), (batch["outer_x"],))
+            return task_losses(logits_out, batch["outer_y"]).sum()
 
-        return list(grad(holdout_loss)(tuple(beta.detach() for beta in self.logits)))
+        return list(grad(outer_loss)(tuple(beta.detach() for beta in self.logits)))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inner, outer = self.optimizers()
         if self.inner_steps % self.outer_every == 0:
             outer.zero_grad()
             with divergence_reported(self.name):
-                hypergradient = self.hypergradient(batch)
+                hypergradient = self.hypergradient(batch, inner.optimizer)
             for beta, hyper in zip(self.logits, hypergradient):
                 beta.grad = hyper
             outer.step()

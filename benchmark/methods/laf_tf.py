@@ -4,7 +4,8 @@ Each stacked layer's weight W (D1 x ... x D(p-1) x T) is parameterised as reshap
 L (prod D x K) shared by all tasks and S (K x T) per task, so the task-axis flattening has rank
 at most K. As in the paper, L and S come from a truncated SVD of the weights of a short STL fit:
 K is the smallest rank whose relative Frobenius error is at most ``eps`` (default 0.1), unless a
-fixed ``rank`` is given. There is no penalty; lambda is unused.
+fixed ``rank`` is given. The stacked layers get no penalty; lambda weighs only the Frobenius
+penalty of a shared layer (``layers=head``).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class LastAxisFactorisation(MultiTaskModule):
                 task_losses(self.network(batch["x"]), batch["y"]).sum().backward()
                 optimiser.step()
 
-    def penalty(self) -> torch.Tensor:
+    def coupling(self) -> torch.Tensor:
         return torch.zeros((), device=self.device)
 
     def logged_state(self) -> dict[str, float]:

@@ -1,17 +1,23 @@
 """Every tensor trace-norm method: the coupling term is a regulariser of benchmark.norms on each
 stacked layer (LAF, LAF-i, Tucker, TT, TR, Prod, GTTN-a, GTTN variable, GTTN min, GTTN max).
 
-Each registered method names its regulariser; method parameters (``axis`` for LAF-i, ``d`` for TR)
-are passed on to it. Layers without a task axis (the shared hidden layer of ``layers=head``) are
-not regularised, as in the public GTTN code.
+Each registered method names its regulariser and the paper whose protocol it follows; the
+regulariser's parameters (``axis`` for LAF-i, ``d`` for TR) are passed on to it. Layers without a
+task axis (the shared hidden layer of ``layers=head``, the GTTN paper's default) get lambda *
+||W||_F^2 (:meth:`MultiTaskModule.penalty`), as the GTTN paper's public code puts on its shared
+hidden layer.
 
-The regularisers average over their N flattenings, so one lambda means the same for every
-method. ``per_flattening=true`` multiplies each layer's term by its N instead: lambda is then a
-weight per flattening, lambda * sum_j ||W_j||_*, which is how Yang & Hospedales (ICLR 2017) set
-"gamma = 0.01 for every flattening" (their Omniglot protocol, SPEC.md section 1).
+The regularisers average over their N flattenings (weights summing to 1), so a method's penalty
+is on the scale of its trace norms. That does not make one lambda mean the same across methods:
+the flattenings of one tensor differ widely in norm and gradient (SPEC.md section 1), so lambda is
+searched per method. ``per_flattening=true`` multiplies each layer's term by its N instead: lambda
+is then a weight per flattening, lambda * sum_j ||W_j||_*, which is how Yang & Hospedales (ICLR
+2017) set "gamma = 0.01 for every flattening" (their Omniglot protocol).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,23 +25,27 @@ from torch import nn
 from ..config import TrainConfig
 from ..nets import NetworkSpec
 from ..norms import regulariser
-from .base import MultiTaskModule, flattening_weight_state, register
+from .base import GTTN, TNRDMTL, MultiTaskModule, Paper, flattening_weight_state, register
 
 
 class TraceNormMethod(MultiTaskModule):
     regulariser_name: str
+    # Parameters of the method itself, with their defaults; every other one goes to the regulariser.
+    own_parameters: dict[str, Any] = {"per_flattening": False}
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
         params = dict(config.method_params)
-        self.per_flattening = bool(params.pop("per_flattening", False))
+        own = {name: params.pop(name, default) for name, default in self.own_parameters.items()}
+        self.per_flattening = bool(own["per_flattening"])
+        self.method_settings = own
         self.regularisers = nn.ModuleList(
             regulariser(self.regulariser_name, ndim=layer.weight.ndim, **params) for layer in self.stacked_layers()
         )
 
-    def penalty(self) -> torch.Tensor:
-        return sum(self.layer_scale(reg, layer.weight) * reg(layer.weight)
-                   for reg, layer in zip(self.regularisers, self.stacked_layers()))
+    def coupling(self) -> torch.Tensor:
+        return sum((self.layer_scale(reg, layer.weight) * reg(layer.weight)
+                    for reg, layer in zip(self.regularisers, self.stacked_layers())), torch.zeros((), device=self.device))
 
     def layer_scale(self, reg: nn.Module, weight: torch.Tensor) -> int:
         """N, the layer's number of flattenings, with ``per_flattening``; else 1."""
@@ -47,23 +57,48 @@ class TraceNormMethod(MultiTaskModule):
         return flattening_weight_state([layer for layer, _ in learned], [w for _, w in learned])
 
 
-def _trace_norm_method(method: str, doc: str, caveat: str = "") -> type[TraceNormMethod]:
-    attributes = {"regulariser_name": method, "__doc__": doc, "caveat": caveat}
-    return register(method)(type(f"TraceNorm_{method}", (TraceNormMethod,), attributes))
+class LearnedWeightsMethod(TraceNormMethod):
+    """GTTN variable: the flattening logits beta train with the weights, at their own learning rate.
+
+    At the network's lr (1e-3) beta moves by 0.15-0.7 over a whole run and alpha stays near
+    uniform, so the method would equal GTTN-a; ``beta_lr`` (default 0.05, searchable as a method
+    parameter) lets alpha move to the flattenings of least norm, as the GTTN slides describe.
+    """
+
+    own_parameters = {**TraceNormMethod.own_parameters, "beta_lr": 0.05}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        beta_lr = float(self.method_settings["beta_lr"])
+        if beta_lr <= 0:
+            raise ValueError(f"{self.name}: beta_lr must be > 0, got {beta_lr}")
+        return torch.optim.Adam([
+            {"params": list(self.network.parameters()), "lr": self.config.lr},
+            {"params": list(self.regularisers.parameters()), "lr": beta_lr},
+        ])
+
+
+def _trace_norm_method(method: str, doc: str, paper: Paper, caveat: str = "",
+                       base: type[TraceNormMethod] = TraceNormMethod) -> type[TraceNormMethod]:
+    attributes = {"regulariser_name": method, "__doc__": doc, "caveat": caveat, "paper": paper}
+    return register(method)(type(f"TraceNorm_{method}", (base,), attributes))
 
 
 _CAVEATS = {"prod": "provisional: the GTTN paper's rank-product baseline has no identified source"}
 
-for _name, _doc in {
-    "laf": "LAF: ||W_(p)||_* of the task-axis flattening (Yang & Hospedales 2017).",
-    "laf_i": "LAF-i: ||W_(i)||_* of one mode, parameter axis (Zhang et al. 2021).",
-    "tucker": "Tucker: (1/p) sum_i ||W_(i)||_* (Yang & Hospedales 2017).",
-    "tt": "TT: (1/(p-1)) sum_i ||W_[i]||_* (Yang & Hospedales 2017).",
-    "tr": "TR: (1/p) sum_k ||W_<k,d>||_*, parameter d (Zhang et al. 2021).",
-    "prod": "Prod: prod_i ||W_(i)||_* (provisional source, see SPEC.md).",
-    "gttn_a": "GTTN-a: equal weights over the 2^(p-1)-1 flattenings (Zhang et al. 2021).",
-    "gttn_var": "GTTN variable: softmax-weighted flattenings, weights learned with W (Zhang et al. 2021).",
-    "gttn_min": "GTTN min: the smallest flattening trace norm (Zhang et al. 2021).",
-    "gttn_max": "GTTN max: the largest flattening trace norm (Zhang et al. 2021).",
+for _name, (_doc, _paper) in {
+    "laf": ("LAF: ||W_(p)||_* of the task-axis flattening (Yang & Hospedales 2017).", TNRDMTL),
+    "laf_i": ("LAF-i: ||W_(i)||_* of one mode, parameter axis (Zhang et al. 2021).", TNRDMTL),
+    "tucker": ("Tucker: (1/p) sum_i ||W_(i)||_* (Yang & Hospedales 2017).", TNRDMTL),
+    "tt": ("TT: (1/(p-1)) sum_i ||W_[i]||_* (Yang & Hospedales 2017).", TNRDMTL),
+    "tr": ("TR: (1/p) sum_k ||W_<k,d>||_*, parameter d (Zhang et al. 2021).", TNRDMTL),
+    "prod": ("Prod: prod_i ||W_(i)||_* (provisional source, see SPEC.md).", TNRDMTL),
+    "gttn_a": ("GTTN-a: equal weights over the 2^(p-1)-1 flattenings (Zhang et al. 2021).", GTTN),
+    "gttn_min": ("GTTN min: the smallest flattening trace norm (Zhang et al. 2021).", GTTN),
+    "gttn_max": ("GTTN max: the largest flattening trace norm (Zhang et al. 2021).", GTTN),
 }.items():
-    _trace_norm_method(_name, _doc, caveat=_CAVEATS.get(_name, ""))
+    _trace_norm_method(_name, _doc, _paper, caveat=_CAVEATS.get(_name, ""))
+
+_trace_norm_method(
+    "gttn_var", "GTTN variable: softmax-weighted flattenings, weights learned with W at their own "
+    "learning rate beta_lr (Zhang et al. 2021).", GTTN, base=LearnedWeightsMethod,
+)
