@@ -14,6 +14,11 @@ same run, so the numbers mean the same on a noisy machine. Sections:
   on Omniglot (the CNN, 50 alphabets), as a ratio to STL, and the peak memory of each.
 - ``lazy``: test error and step time with the penalty every step and every k-th step (weighted k)
   on Office-Caltech SURF: what the approximation costs and saves.
+- ``selection``: model selection at a small train ratio. STL on Office-Caltech SURF at ratio 0.1,
+  on a fixed grid of lambda x hidden, trained on the search splits and on the final splits: which
+  configuration one search split's validation error picks, which the mean over three picks, and
+  how far each is from the best configuration of the grid by test error over the final splits
+  (a yardstick only: nothing in a sweep selects on test).
 """
 
 from __future__ import annotations
@@ -275,6 +280,75 @@ def bench_lazy(data_dir: Path, seeds: tuple[int, ...], every: int, progress: Cal
     return pd.DataFrame(rows)
 
 
+SELECTION_GRID = {"lam": (1e-4, 1e-3, 1e-2, 1e-1, 1.0), "hidden": (128, 256, 512, 1024)}
+
+
+def bench_selection(data_dir: Path, method: str = "stl", train_ratio: float = 0.1, search_seeds: tuple[int, ...] = (0, 6, 7),
+                    final_seeds: tuple[int, ...] = (1, 2, 3, 4, 5), grid: dict[str, tuple] = SELECTION_GRID,
+                    progress: Callable[[str], None] = print) -> pd.DataFrame:
+    """One row per grid configuration and seed: the selected epoch's validation error and its test error."""
+    from .config import TrainConfig
+    from .data import dataset_source
+    from .train import train
+
+    if not dataset_source("office_caltech").present(data_dir):
+        progress(f"selection  office_caltech not found under {data_dir}, skipped")
+        return pd.DataFrame()
+    rows = []
+    for lam in grid["lam"]:
+        for hidden in grid["hidden"]:
+            for seed in (*search_seeds, *final_seeds):
+                config = TrainConfig(dataset="office_caltech", method=method, lam=lam, hidden=hidden, seed=seed,
+                                     train_ratio=train_ratio)
+                record = train(config, data_dir, out_dir=None, progress=False).record
+                rows.append({"method": method, "train_ratio": train_ratio, "lam": lam, "hidden": hidden, "seed": seed,
+                             "split": "search" if seed in search_seeds else "final",
+                             "val_err": 1 - record["val_acc_mean"], "test_err": record["test_err_mean"]})
+            progress(f"selection  {method} lam {lam:g} hidden {hidden}: mean test err "
+                     f"{statistics.mean(r['test_err'] for r in rows[-len(final_seeds):]):.4f}")
+    return pd.DataFrame(rows)
+
+
+def selection_summary(table: pd.DataFrame) -> list[str]:
+    """What each selection rule picks from the grid, against the grid's best by test error.
+
+    The difference to the best is paired over the final splits (every configuration ran on the
+    same splits); its 95% interval is Student's t over those splits.
+    """
+    search = table[table["split"] == "search"]
+    final = table[table["split"] == "final"].pivot_table(index=["lam", "hidden"], columns="seed", values="test_err")
+    first_seed = search["seed"].min()
+    rules = {
+        f"validation error of one search split (seed {first_seed})":
+            search[search["seed"] == first_seed].groupby(["lam", "hidden"])["val_err"].mean(),
+        f"mean validation error over {search['seed'].nunique()} search splits":
+            search.groupby(["lam", "hidden"])["val_err"].mean(),
+    }
+    best = final.mean(axis=1).idxmin()
+    lines = [f"Grid best by mean test error over {final.shape[1]} final splits: lambda {best[0]:g}, hidden {best[1]} "
+             f"({100 * final.loc[best].mean():.2f}%).", ""]
+    lines += ["| selection rule | picks lambda, hidden | ties at its best value | test error % | minus the grid best, pts (95% CI) |",
+              "|---|---|---|---|---|"]
+    for rule, values in rules.items():
+        ties = int((values == values.min()).sum())
+        # Among tied configurations, the first on the grid (what a fixed order would pick).
+        pick = values[values == values.min()].index[0]
+        difference = 100 * (final.loc[pick] - final.loc[best])
+        half = _t_half_width(difference.tolist())
+        lines.append(f"| {rule} | {pick[0]:g}, {pick[1]} | {ties} | {100 * final.loc[pick].mean():.2f} | "
+                     f"{difference.mean():+.2f} ({difference.mean() - half:+.2f}, {difference.mean() + half:+.2f}) |")
+    return lines
+
+
+def _t_half_width(values: list[float]) -> float:
+    """Half-width of the 95% Student t interval of the mean of ``values``."""
+    from scipy import stats
+
+    if len(values) < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)))
+
+
 def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
@@ -382,10 +456,16 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                       ("mean run s", "seconds", ".1f"),
                   ]), "", "Mean over seeds; the same seeds and splits for both settings. A run includes data "
                   "loading, validation every epoch and the test pass, so it understates the saving per step.", ""]
+    selection = tables.get("selection")
+    if selection is not None and not selection.empty:
+        lines += [f"## Model selection at a small train ratio ({selection['method'].iloc[0].upper()}, Office-Caltech SURF, "
+                  f"ratio {selection['train_ratio'].iloc[0]:g})", "",
+                  *selection_summary(selection), "",
+                  "The grid's best is chosen on test error: a yardstick for the selection rules, never a result.", ""]
     return "\n".join(lines)
 
 
-SECTIONS = ("norms", "batching", "training", "lazy")
+SECTIONS = ("norms", "batching", "training", "lazy", "selection")
 
 
 def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
@@ -396,4 +476,6 @@ def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
         return bench_batching(repeats)
     if section == "training":
         return bench_training(data_dir, steps=20)
+    if section == "selection":
+        return bench_selection(data_dir)
     return bench_lazy(data_dir, seeds=(1, 2, 3), every=4)

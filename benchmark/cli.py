@@ -143,7 +143,10 @@ def _sweep(args: argparse.Namespace) -> int:
             protocol=protocol or None, variant=args.plan,
         )
         inputs = plan.protocol.get("dataset_params", {})
-        dataset_source(plan.dataset).verify(data_dir, inputs.get("features"), inputs.get("backbone"))
+        source = dataset_source(plan.dataset)
+        source.verify(data_dir, inputs.get("features"), inputs.get("backbone"))
+        # Which methods coincide depends on the tensors' orders, so on the dataset's network.
+        plan = plan.with_coincidences(source.load(Path(data_dir), **inputs).network_spec)
     except (ValueError, DataUnavailableError, OSError) as error:
         print(f"mtlbench sweep: {error}", file=sys.stderr)
         return 2
@@ -185,6 +188,8 @@ def _curves(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from . import bench
 
     sections = _comma_list(args.sections)
@@ -200,7 +205,11 @@ def _bench(args: argparse.Namespace) -> int:
         tables[section] = bench.run_section(section, args.repeats, data_dir)
         if not tables[section].empty:  # written as it finishes: a cut-off run keeps what it measured
             tables[section].to_csv(args.out / f"{section}.csv", index=False, float_format="%.6g", lineterminator="\n")
-    settings = (f"Sections {', '.join(sections)}; medians of {args.repeats} runs (training: the median step of 20 "
+    for section in set(bench.SECTIONS) - set(sections):  # the summary keeps what earlier runs measured
+        if (args.out / f"{section}.csv").exists():
+            tables[section] = pd.read_csv(args.out / f"{section}.csv")
+    settings = (f"Sections {', '.join(sections)} measured in this run (the others, where shown, in an earlier one); "
+                f"medians of {args.repeats} runs (training: the median step of 20 "
                 f"steps on SURF, 2 on Omniglot); data {data_dir}; the run took {(time.perf_counter() - started) / 60:.0f} min.")
     (args.out / "summary.md").write_text(bench.summary_markdown(tables, settings))
     print(f"wrote {args.out}/{{{','.join(sections)}}}.csv and {args.out}/summary.md")
@@ -317,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     curves.set_defaults(handler=_curves)
 
     bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
-    bench.add_argument("--sections", default="norms,batching,training,lazy", help="comma-separated sections")
+    bench.add_argument("--sections", default="norms,batching,training,lazy",
+                       help="comma-separated sections (also: selection, about 15 min, not in the default)")
     bench.add_argument("--repeats", type=int, default=3, help="runs per timing (the median is reported)")
     bench.add_argument("--data-dir", type=Path, help=data_help)
     bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where the CSVs and summary go")

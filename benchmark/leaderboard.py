@@ -8,6 +8,12 @@ One row per dataset (and features), train ratio and method. When a method has fi
 more than one configuration (a longer sweep found a new best), the configuration with the lowest
 mean *validation* error is shown and the others are reported as superseded: test error never
 chooses.
+
+Tables never mix protocols or layerings: records of the current protocol with each method under
+its paper's layering make ``<dataset>[_<features>].csv``; the other layering (an ablation) makes
+``..._ablation.csv``; records of an earlier protocol version make ``..._protocol<v>.csv``. A
+method a sweep did not run because it equals another on this dataset (``equal_methods`` in the
+records) is listed as "= <method>", never as a result of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .config import PROTOCOL_VERSION
+from .sweep_plan import SearchDimension, edges
 
 REQUIRED_KEYS = ("run_id", "job", "dataset", "method", "config", "seed", "tasks", "test_err_mean")
 UNFINISHED_KEYS = ("run_id", "job", "dataset", "method", "config", "seed", "state", "reason", "study", "trial")
@@ -81,7 +90,8 @@ def read_records(root: Path, jobs: Iterable[str] = ("final",), states: Iterable[
             result.broken.append((path, str(error)))
             continue
         # The same run gathered twice (copied from two machines, or re-run with the same seed).
-        identity = _config_key({**record["config"], "job": record["job"], "state": state})
+        identity = _config_key({**record["config"], "job": record["job"], "state": state,
+                                "protocol_version": record.get("protocol_version", 1)})
         if identity in kept:
             result.duplicates.append((path, kept[identity]))
             continue
@@ -134,20 +144,38 @@ def _choose_configuration(runs: list[dict[str, Any]]) -> tuple[list[dict[str, An
     return ranked[0][1], [group for _, group in ranked[1:]]
 
 
-TableKey = tuple[str, str]  # (dataset, features)
+TableKey = tuple[str, str, str]  # (dataset, features, variant: "", "ablation" or "protocol<v>")
+
+
+def table_variant(record: dict[str, Any]) -> str:
+    """Which table a record belongs in: the current protocol under the method's paper's layering
+    (""), under the other layering ("ablation"), or an earlier protocol ("protocol<v>")."""
+    version = int(record.get("protocol_version", 1))
+    if version != PROTOCOL_VERSION:
+        return f"protocol{version}"
+    return "" if record.get("paper_layering", True) else "ablation"
+
+
+def at_edge(record: dict[str, Any]) -> str:
+    """The searched values of a run's configuration at an edge of the range it was searched in."""
+    space = record.get("search_space") or {}
+    dims = [SearchDimension.parse(name, spec.get("choices") or {k: spec[k] for k in ("low", "high", "log")})
+            for name, spec in space.items()]
+    return ", ".join(edges(dims, record["config"]))
 
 
 def method_rows(records: Records) -> tuple[dict[TableKey, pd.DataFrame], dict[TableKey, list[dict[str, Any]]], list[str]]:
     """Per (dataset, features): one row per train ratio and method, the runs behind the rows, notices."""
     from .methods import method_class
 
-    groups: dict[tuple[str, str, float, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, float, str], list[dict[str, Any]]] = defaultdict(list)
     for run in records.runs:
-        groups[(run["dataset"], features_of(run), float(run["config"]["train_ratio"]), run["method"])].append(run)
+        key = (run["dataset"], features_of(run), table_variant(run), float(run["config"]["train_ratio"]), run["method"])
+        groups[key].append(run)
     rows: dict[TableKey, list[dict[str, Any]]] = defaultdict(list)
     chosen_runs: dict[TableKey, list[dict[str, Any]]] = defaultdict(list)
     notices = []
-    for (dataset, features, ratio, method), runs in sorted(groups.items()):
+    for (dataset, features, variant, ratio, method), runs in sorted(groups.items()):
         chosen, superseded = _choose_configuration(runs)
         for group in superseded:
             notices.append(
@@ -163,8 +191,10 @@ def method_rows(records: Records) -> tuple[dict[TableKey, pd.DataFrame], dict[Ta
             caveat = "method no longer registered"
         row: dict[str, Any] = {
             "dataset": dataset, "features": features, "train_ratio": ratio, "method": method,
+            "layers": chosen[0]["config"].get("layers", "all"),
             "n_runs": len(chosen), "seeds": " ".join(str(s) for s in sorted(r["seed"] for r in chosen)),
             "lam": round(chosen[0]["config"]["lam"], DIGITS), "hidden": chosen[0]["config"]["hidden"],
+            "at_edge": at_edge(chosen[0]),
             "test_err_mean": _mean(errors), "test_err_std": _std(errors), "val_err_mean": _val_err(chosen),
             "paper_test_err_mean": paper[0], "paper_test_err_std": paper[1],
             # our mean test error minus the paper's, in percentage points (positive: we err more)
@@ -173,8 +203,11 @@ def method_rows(records: Records) -> tuple[dict[TableKey, pd.DataFrame], dict[Ta
         }
         for task in sorted({task for r in chosen for task in r["tasks"]}):
             row[f"test_err/{task}"] = _mean([r["tasks"][task]["test_err"] for r in chosen if task in r["tasks"]])
-        rows[(dataset, features)].append(row)
-        chosen_runs[(dataset, features)].extend(chosen)
+        rows[(dataset, features, variant)].append(row)
+        chosen_runs[(dataset, features, variant)].extend(chosen)
+        for same in sorted({m for r in chosen for m in r.get("equal_methods", [])}):
+            rows[(dataset, features, variant)].append(
+                {"dataset": dataset, "features": features, "train_ratio": ratio, "method": same, "note": f"= {method}"})
     return {key: _rank(pd.DataFrame(value)) for key, value in rows.items()}, dict(chosen_runs), notices
 
 
@@ -190,29 +223,30 @@ def _wins(errors: dict[int, float], reference: dict[int, float] | None) -> str:
 
 def _rank(table: pd.DataFrame) -> pd.DataFrame:
     """Rank 1 = lowest mean test error within a train ratio; change against STL in percent, and
-    on how many seeds (splits) the method beats STL."""
-    table["rank"] = table.groupby("train_ratio")["test_err_mean"].rank(method="min").astype(int)
+    on how many seeds (splits) the method beats STL. Rows of methods equal to another ("= m")
+    have no numbers and no rank."""
+    table["rank"] = table.groupby("train_ratio")["test_err_mean"].rank(method="min").astype("Int64")
     is_stl = table["method"] == "stl"
     stl = table[is_stl].set_index("train_ratio")
     reference = table["train_ratio"].map(stl["test_err_mean"])
     table["vs_stl_pct"] = (100 * (table["test_err_mean"] - reference) / reference).round(DIGITS - 2)
     stl_errors = stl["_errors_by_seed"].to_dict()
     table["beats_stl"] = [
-        "" if stl_row else _wins(errors, stl_errors.get(ratio))
+        "" if stl_row or not isinstance(errors, dict) else _wins(errors, stl_errors.get(ratio))
         for errors, ratio, stl_row in zip(table["_errors_by_seed"], table["train_ratio"], is_stl)
     ]
-    first = ["dataset", "features", "train_ratio", "rank", "method", "n_runs", "seeds", "lam", "hidden",
-             "test_err_mean", "test_err_std", "vs_stl_pct", "beats_stl", "val_err_mean", "paper_test_err_mean", "paper_test_err_std",
-             "vs_paper_pts"]
+    first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
+             "at_edge", "test_err_mean", "test_err_std", "vs_stl_pct", "beats_stl", "val_err_mean", "paper_test_err_mean",
+             "paper_test_err_std", "vs_paper_pts"]
     tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
-    ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable")
+    ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
     if ordered["paper_test_err_mean"].isna().all():
         ordered = ordered.drop(columns=["paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"])
     return ordered.reset_index(drop=True)
 
 
-def table_name(dataset: str, features: str) -> str:
-    return f"{dataset}_{features}" if features else dataset
+def table_name(dataset: str, features: str, variant: str = "") -> str:
+    return "_".join(part for part in (dataset, features, variant) if part)
 
 
 def summary_table(tables: dict[TableKey, pd.DataFrame]) -> pd.DataFrame:
@@ -239,6 +273,9 @@ def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
                     cells.append("")
                     continue
                 mean, std = row["test_err_mean"].iloc[0], row["test_err_std"].iloc[0]
+                if math.isnan(mean):  # a method equal to another: "= tucker"
+                    cells.append(str(row["note"].iloc[0]))
+                    continue
                 text = f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ({100 * std:.2f})")
                 cells.append(f"**{text}**" if mean == best else text)
             lines.append(f"| {table_name(*key)} | {ratio:g} | " + " | ".join(cells) + " |")

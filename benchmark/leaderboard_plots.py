@@ -28,7 +28,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
-from .leaderboard import TableKey, features_of, table_name
+from .leaderboard import TableKey, features_of, table_name, table_variant
 
 
 def _method_order(table: pd.DataFrame) -> list[str]:
@@ -195,7 +195,8 @@ def draw_plots(
     written = []
     for key, table in sorted(tables.items()):
         name = table_name(*key)
-        trials = [t for t in sweep_runs if (t["dataset"], features_of(t)) == key]
+        table = table.dropna(subset=["test_err_mean"])  # a method listed as "= <method>" has no result to draw
+        trials = [t for t in sweep_runs if (t["dataset"], features_of(t), table_variant(t)) == key]
         frames = _frames(chosen_runs.get(key, []), trials)
         for suffix, (frame_name, draw) in PLOTS.items():
             figure = draw(name, table, frames[frame_name])

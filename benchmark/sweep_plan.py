@@ -4,17 +4,21 @@ A variant of a dataset's plan (``sweeps/<dataset>/<variant>.yaml``, chosen with 
 merged over it in turn and states only what it changes: a second reading of a paper, say.
 
 A plan names the methods, the search space (SPEC.md section 4: lambda log-uniform in
-[1e-4, 1e1], hidden in {128, 256, 512, 1024}), the trials per method, the seed of the search
-split, the seeds of the final runs (new splits) and the protocol: every other
+[1e-4, 1e1], hidden in {128, 256, 512, 1024}) and a method's own ranges where it needs wider
+ones (``method_search``), the trials per method and how many of them TPE draws at random before
+it guides (``sampler``), the seeds of the search splits (the objective is the mean validation
+error over them), the seeds of the final runs (new splits) and the protocol: every other
 :class:`~benchmark.config.TrainConfig` field, fixed for the whole study. ``method_protocol``
 changes protocol fields for one method (a paper's STL trained without penalty, say).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +26,15 @@ from typing import Any
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from .config import TrainConfig
+from .config import PROTOCOL_VERSION, TrainConfig
+from .nets import NetworkSpec
 
 SWEEP_KEYS = (
-    "methods", "trials", "search_seed", "final_seeds", "search", "protocol", "method_protocol", "method_params", "pruner",
+    "methods", "trials", "search_seeds", "search_seeds_by_ratio", "final_seeds", "search", "method_search", "sampler", "protocol",
+    "method_protocol", "method_params", "pruner",
 )
+SAMPLER_KEYS = ("n_startup_trials",)
+EDGE_SHARE = 0.05  # a float chosen within this share of its (log) range from an end is on the edge
 SEARCHED_FIELDS = ("lam", "hidden", "lr")
 PLAN_FIELDS = ("dataset", "method", "seed", "method_params")  # set by the sweep, never by the protocol
 
@@ -77,6 +85,21 @@ class SearchDimension:
             return cls(name, low=low, high=high, log=bool(spec.get("log", False)))
         raise ValueError(f"search.{name}: give a list of choices or {{low, high, log}}, got {spec!r}")
 
+    def edge(self, value: Any) -> str | None:
+        """"low" or "high" when ``value`` sits at that end of the range (the search may have wanted
+        to go further), else None. Choices have an edge only when they are ordered numbers."""
+        if self.choices:
+            if len(self.choices) < 3 or not all(isinstance(c, (int, float)) for c in self.choices):
+                return None
+            return "low" if value == min(self.choices) else "high" if value == max(self.choices) else None
+        scale = math.log if self.log else float
+        share = (scale(value) - scale(self.low)) / (scale(self.high) - scale(self.low))
+        return "low" if share <= EDGE_SHARE else "high" if share >= 1 - EDGE_SHARE else None
+
+    def describe(self) -> dict[str, Any]:
+        """The dimension as plain data, as a record stores it."""
+        return {"choices": list(self.choices)} if self.choices else {"low": self.low, "high": self.high, "log": self.log}
+
     def distribution(self) -> BaseDistribution:
         """The Optuna distribution :meth:`suggest` draws from (a restored trial is stored with it)."""
         if self.choices:
@@ -89,18 +112,28 @@ class SearchDimension:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
 
+def edges(search: Sequence[SearchDimension], values: Mapping[str, Any]) -> list[str]:
+    """``["lam low", ...]``: the searched values of ``values`` that sit at an edge of their range."""
+    return [f"{d.name} {side}" for d in search if d.name in values and (side := d.edge(values[d.name]))]
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     dataset: str
     methods: tuple[str, ...]
     trials: int
-    search_seed: int
+    search_seeds: tuple[int, ...]  # the search splits at every train ratio not in search_seeds_by_ratio
     final_seeds: tuple[int, ...]
     search: tuple[SearchDimension, ...]
     protocol: Mapping[str, Any]
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     pruner: Mapping[str, Any] = field(default_factory=dict)
     method_protocol: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    method_search: Mapping[str, tuple[SearchDimension, ...]] = field(default_factory=dict)
+    n_startup_trials: int = 6  # TPE's random trials before it guides (at most trials - 1)
+    # Methods left out because they compute the same penalty as another: method -> the one that runs.
+    equal_to: Mapping[str, str] = field(default_factory=dict)
+    search_seeds_by_ratio: Mapping[float, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -144,7 +177,7 @@ class SweepPlan:
         if fixed:
             raise ValueError(
                 f"protocol cannot fix {fixed}: the sweep sets them (dataset, method, searched fields; "
-                "seeds via search_seed/final_seeds; method_params at the top level)"
+                "seeds via search_seeds/final_seeds; method_params at the top level)"
             )
         method_protocol = values.get("method_protocol") or {}
         strangers = sorted(set(method_protocol) - set(method_names()))
@@ -154,17 +187,37 @@ class SweepPlan:
             clash = sorted(set(overrides) & {*PLAN_FIELDS, *searched, "train_ratio"})
             if clash:
                 raise ValueError(f"method_protocol.{method} cannot set {clash}: the sweep or the study sets them")
+        method_search = values.get("method_search") or {}
+        strangers = sorted(set(method_search) - set(method_names()))
+        if strangers:
+            raise ValueError(f"method_search: unknown method(s) {strangers}; valid: {', '.join(method_names())}")
+        sampler = values.get("sampler") or {}
+        if set(sampler) - set(SAMPLER_KEYS):
+            raise ValueError(f"sampler: unknown key(s) {sorted(set(sampler) - set(SAMPLER_KEYS))}; valid: {', '.join(SAMPLER_KEYS)}")
+        n_trials = int(trials if trials is not None else values.get("trials", 20))
+        search_seeds = values.get("search_seeds", [0])
         plan = cls(
             dataset=dataset,
             methods=chosen,
-            trials=int(trials if trials is not None else values.get("trials", 20)),
-            search_seed=int(values.get("search_seed", 0)),
+            trials=n_trials,
+            search_seeds=tuple(int(s) for s in (search_seeds if isinstance(search_seeds, list) else [search_seeds])),
             final_seeds=tuple(int(s) for s in (final_seeds or values.get("final_seeds", (1, 2, 3, 4, 5)))),
-            search=tuple(SearchDimension.parse(name, spec) for name, spec in (values.get("search") or {}).items()),
+            search=tuple(SearchDimension.parse(name, spec) for name, spec in searched.items()),
             protocol=protocol_values,
             method_params=values.get("method_params") or {},
             pruner=values.get("pruner") or {},
             method_protocol=method_protocol,
+            # A method's ranges replace the plan's for the fields the plan searches; a field the
+            # plan fixes (or a fixed plan, which searches nothing) stays fixed for it too.
+            method_search={
+                method: tuple(SearchDimension.parse(name, (dims or {}).get(name, spec)) for name, spec in searched.items())
+                for method, dims in method_search.items()
+            },
+            # With no more trials than random ones TPE never guides (8 trials at Optuna's default 10
+            # made the Office-Caltech "TPE" search random): at least the last trial is guided.
+            n_startup_trials=max(0, min(int(sampler.get("n_startup_trials", 6)), n_trials - 1)),
+            search_seeds_by_ratio={float(ratio): tuple(int(s) for s in seeds)
+                                   for ratio, seeds in (values.get("search_seeds_by_ratio") or {}).items()},
         )
         plan.check()
         return plan
@@ -176,15 +229,36 @@ class SweepPlan:
         no validation part to search on)."""
         return not self.search
 
+    @property
+    def search_seed(self) -> int:
+        """The first search split's seed: the split the pruner watches."""
+        return self.search_seeds[0]
+
+    def search_seeds_at(self, train_ratio: float) -> tuple[int, ...]:
+        """The search splits at ``train_ratio``: more where the validation part is small."""
+        return self.search_seeds_by_ratio.get(float(train_ratio), self.search_seeds)
+
+    def search_space(self, method: str) -> tuple[SearchDimension, ...]:
+        """The dimensions ``method`` searches: the plan's, with the method's own ranges over them."""
+        return self.method_search.get(method, self.search)
+
     def check(self) -> None:
         if not self.final_seeds:
             raise ValueError("a sweep needs at least one final seed")
+        for seeds in (self.search_seeds, *self.search_seeds_by_ratio.values()):
+            if not seeds or len(set(seeds)) != len(seeds) or seeds[0] != self.search_seed:
+                raise ValueError(f"search seeds must be distinct, at least one, and start with the plan's first "
+                                 f"search seed {self.search_seed} (its split names the studies), got {list(seeds)}")
+        strangers = sorted(set(self.search_seeds_by_ratio) - set(self.train_ratios))
+        if strangers:
+            raise ValueError(f"search_seeds_by_ratio: no study at train ratio(s) {strangers}; the plan's: {list(self.train_ratios)}")
+        searched_seeds = set(self.search_seeds).union(*self.search_seeds_by_ratio.values())
         if self.fixed != (self.trials == 0):
             raise ValueError(f"trials: 0 goes with search: null (a fixed plan), and a search needs trials >= 1 "
                              f"(got trials {self.trials} and {len(self.search)} searched field(s))")
-        if len(set(self.final_seeds)) != len(self.final_seeds) or self.search_seed in self.final_seeds:
+        if len(set(self.final_seeds)) != len(self.final_seeds) or searched_seeds & set(self.final_seeds):
             raise ValueError(
-                f"final seeds must be distinct and differ from the search seed {self.search_seed} "
+                f"final seeds must be distinct and differ from the search seeds {sorted(searched_seeds)} "
                 f"(each final run is a new split), got {list(self.final_seeds)}"
             )
         for ratio in self.train_ratios:
@@ -213,6 +287,36 @@ class SweepPlan:
              "method_params": dict(self.method_params.get(method, {}))}
         )
 
+    def with_coincidences(self, spec: NetworkSpec) -> SweepPlan:
+        """The plan with ``equal_to`` set: each method whose training objective equals an earlier
+        registered one's on a network of ``spec`` (the same protocol, search space and penalty on
+        every layer, decided from the flattenings, not from names; e.g. Tucker, TR with d = 2 and
+        GTTN-a on a 3-way tensor) maps to that method, which alone runs."""
+        import torch
+
+        from .methods import method_class, registration_order
+
+        first: dict[Any, str] = {}
+        equal_to: dict[str, str] = {}
+        for method in sorted(self.methods, key=registration_order):
+            config = self.config(method, self.train_ratios[0], seed=self.search_seed)
+            with torch.device("meta"):  # shapes only: nothing is allocated or initialised for real
+                signature = method_class(method)(spec, config, [f"t{i}" for i in range(spec.n_tasks)]).penalty_signature()
+            if signature is None:
+                continue
+            protocol = {k: v for k, v in config.to_dict().items() if k not in ("method", "method_params")}
+            key = (signature, json.dumps(protocol, sort_keys=True, default=list), repr(self.search_space(method)))
+            if key in first:
+                equal_to[method] = first[key]
+            else:
+                first[key] = method
+        return dataclasses.replace(self, equal_to=equal_to)
+
+    @property
+    def running_methods(self) -> tuple[str, ...]:
+        """The plan's methods less those equal to another (``equal_to``), in plan order."""
+        return tuple(m for m in self.methods if m not in self.equal_to)
+
     def study_name(self, method: str, train_ratio: float) -> str:
         """``dataset/method/r<ratio>/<hash>``: the hash covers everything the trials depend on.
 
@@ -221,8 +325,10 @@ class SweepPlan:
         """
         identity = {
             "protocol": self.config(method, train_ratio, seed=self.search_seed).to_dict(),
-            "search": [vars(d) for d in self.search],
+            "search": [vars(d) for d in self.search_space(method)],
             "pruner": dict(self.pruner),
+            "protocol_version": PROTOCOL_VERSION,
+            "search_seeds": list(self.search_seeds_at(train_ratio)),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:8]
         return f"{self.dataset}/{method}/r{train_ratio:g}/{digest}"

@@ -34,7 +34,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from .sweep import COMPLETE, FAILED, PRUNED, MethodStudies, requeue
+from .sweep import COMPLETE, FAILED, PRUNED, MethodStudies, requeue, search_value
 
 LOST = "restored from records: this trial left none (pruned, failed or cut off)"
 
@@ -49,8 +49,12 @@ def _best_so_far(val_acc_history: Sequence[float]) -> dict[int, float]:
 
 
 def _restored_trial(record: dict[str, Any], distributions: dict[str, BaseDistribution],
-                    user_attrs: dict[str, Any]) -> FrozenTrial:
-    """The trial a record was written by, in the state it ended in (see ``Worker._reported``)."""
+                    user_attrs: dict[str, Any], split_records: Sequence[dict[str, Any]] = ()) -> FrozenTrial:
+    """The trial a record was written by, in the state it ended in (see ``Worker._reported``).
+
+    A search trial over several splits left one record per split (``split_records``, ``record``
+    the first); its value is the mean over them, as :func:`search_value` computed it.
+    """
     state = record.get("state", COMPLETE)
     common = {
         "params": {name: record["config"][name] for name in distributions},
@@ -64,8 +68,11 @@ def _restored_trial(record: dict[str, Any], distributions: dict[str, BaseDistrib
         common["user_attrs"]["fail_reason"] = record["reason"]
         return create_trial(state=TrialState.FAIL, **common)
     # The value the objective returned (``Worker._search_objective`` and ``_final_objective``).
-    value = record["test_err_mean"] if record["val_acc_mean"] is None else 1 - record["val_acc_mean"]
     searched = record["job"] == "sweep"
+    if searched:
+        value = search_value([1 - r["val_acc_mean"] for r in split_records or [record]])
+    else:
+        value = record["test_err_mean"] if record["val_acc_mean"] is None else 1 - record["val_acc_mean"]
     return create_trial(state=TrialState.COMPLETE, value=value, **common,
                         intermediate_values=_best_so_far(record["val_acc_history"]) if searched else None)
 
@@ -80,8 +87,20 @@ def _add_in_order(study: optuna.Study, recorded: dict[int, FrozenTrial], placeho
 def _restore_search(studies: MethodStudies, records: Sequence[dict[str, Any]], settled: bool) -> int:
     """Rebuild the search study; return how many positions were restored as lost but settled."""
     study = studies.search_study()
-    distributions = {d.name: d.distribution() for d in studies.plan.search}
-    recorded = {record["trial"]: _restored_trial(record, distributions, {}) for record in records}
+    distributions = {d.name: d.distribution() for d in studies.search_space}
+    by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_trial[record["trial"]].append(record)
+    recorded = {}
+    n_splits = len(studies.plan.search_seeds_at(studies.train_ratio))
+    for number, runs in by_trial.items():
+        unfinished = [r for r in runs if r.get("state", COMPLETE) != COMPLETE]
+        runs = sorted(runs, key=lambda r: r.get("search_split", 0))
+        if unfinished:
+            recorded[number] = _restored_trial(unfinished[0], distributions, {})
+        elif len(runs) == n_splits:
+            recorded[number] = _restored_trial(runs[0], distributions, {}, split_records=runs)
+        # else: cut off between its splits; the number is restored as lost (below)
     _add_in_order(study, recorded, {"fail_reason": LOST} if settled else {"skipped": LOST})
     if not settled:
         return 0

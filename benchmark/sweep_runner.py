@@ -29,7 +29,7 @@ from .sweep import (
     run_worker,
     storage_label,
 )
-from .sweep_plan import SweepPlan
+from .sweep_plan import SweepPlan, edges
 from .tracking import wandb_mode
 
 
@@ -111,7 +111,8 @@ def progress_bar(dataset: str, studies: Sequence[MethodStudies]) -> tqdm:
 
 
 def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
-    """Per method and ratio: the best search trial and the mean test error of its final runs."""
+    """Per method and ratio: the best search trial, the searched values at an edge of their range,
+    and the mean test error of its final runs; a method equal to another gets a row saying so."""
     from optuna.trial import TrialState
 
     rows = []
@@ -121,17 +122,21 @@ def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "method": method_studies.method, "train_ratio": method_studies.train_ratio,
             "trials": f"{search.complete}/{search.pruned}/{search.failed}",
-            "lam": None, "hidden": None, "val_err": None, "final_test_err": None, "finals": 0,
+            "lam": None, "hidden": None, "val_err": None, "final_test_err": None, "finals": 0, "edge": "",
         }
         if best is not None:
             protocol = method_studies.plan.config(method_studies.method, method_studies.train_ratio, seed=0)
             row.update({k: best.params.get(k, getattr(protocol, k)) for k in ("lam", "hidden")},
-                       val_err=None if method_studies.plan.fixed else best.value)
+                       val_err=None if method_studies.plan.fixed else best.value,
+                       edge=", ".join(edges(method_studies.search_space, best.params)))
             final_study = method_studies.final_study(best, create=False)
             finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
             errors = [t.user_attrs["test_err_mean"] for t in finals if "test_err_mean" in t.user_attrs]
             row.update(finals=len(errors), final_test_err=sum(errors) / len(errors) if errors else None)
         rows.append(row)
+        for method, same in method_studies.plan.equal_to.items():
+            if same == method_studies.method:
+                rows.append({"method": method, "train_ratio": method_studies.train_ratio, "equal_to": same})
     return rows
 
 
@@ -140,12 +145,16 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
         return "-" if value is None else format(value, spec)
 
     lines = [f"{'method':<12}{'ratio':>6}{'lambda':>11}{'hidden':>8}{'val err':>9}{'test err':>10}{'finals':>8}"
-             "   search ok/pruned/failed"]
+             "   search ok/pruned/failed   at the edge of its range"]
     for row in rows:
+        if "equal_to" in row:  # the same penalty on every tensor: run once, never counted twice
+            lines.append(f"{row['method']:<12}{row['train_ratio']:>6g}   = {row['equal_to']} (the same penalty on every "
+                         "stacked tensor of this dataset)")
+            continue
         lines.append(
             f"{row['method']:<12}{row['train_ratio']:>6g}{number(row['lam'], '.3g'):>11}"
             f"{number(row['hidden'], 'd'):>8}{number(row['val_err'], '.4f'):>9}"
-            f"{number(row['final_test_err'], '.4f'):>10}{row['finals']:>8}   {row['trials']}"
+            f"{number(row['final_test_err'], '.4f'):>10}{row['finals']:>8}   {row['trials']:<22}{row['edge']}"
         )
     return "\n".join(lines)
 
@@ -199,11 +208,19 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
         print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(storage_url)} "
               f"or rebuild its studies from the records in {args.out}: {error}", file=sys.stderr)
         return 2
+    searching = "" if plan.fixed else (
+        f"\n  search: TPE, the first {plan.n_startup_trials} of {plan.trials} trials random, then guided; "
+        "objective: mean validation error over the search splits (seeds "
+        + "; ".join(f"r{r:g}: {', '.join(map(str, plan.search_seeds_at(r)))}" for r in plan.train_ratios) + ")"
+    )
+    equal = "".join(f"\n  {method} = {same}: the same penalty on every stacked tensor of {plan.dataset}; "
+                    f"{same} runs once for both" for method, same in plan.equal_to.items())
     print(
-        f"sweep {plan.dataset}: {len(plan.methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
+        f"sweep {plan.dataset}: {len(plan.running_methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
         f"{plan.trials} trials + {len(plan.final_seeds)} final seeds each, {workers} worker(s)"
         f"{' on GPUs ' + ','.join(gpus) if gpus else ''}\n"
         f"  storage {storage_label(storage_url)} | W&B {wandb_mode()} | data {data_dir} | records {args.out}"
+        f"{searching}{equal}"
     )
     code = 0
     with interrupts_raised(), progress_bar(plan.dataset, studies) as bar:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.bench import bench_batching, bench_norms, summary_markdown
+from benchmark.bench import bench_batching, bench_norms, selection_summary, summary_markdown
 from benchmark.cli import main
 
 
@@ -33,4 +33,18 @@ def test_summary_says_met_or_missed() -> None:
 
 def test_unknown_section_names_the_valid_ones(tmp_path: Path, capsys) -> None:
     assert main(["bench", "--sections", "nope", "--out", str(tmp_path)]) == 2
-    assert "valid: norms, batching, training, lazy" in capsys.readouterr().err
+    assert "valid: norms, batching, training, lazy, selection" in capsys.readouterr().err
+
+
+def test_selection_summary_compares_each_rule_with_the_grids_best_on_the_same_splits() -> None:
+    rows = []
+    # Two configurations; on search split 0 the worse one looks better, over three splits the better one does.
+    for (lam, hidden), val, test in (((0.1, 8), {0: 0.30, 6: 0.40, 7: 0.40}, 0.40), ((1.0, 8), {0: 0.35, 6: 0.30, 7: 0.30}, 0.35)):
+        rows += [{"method": "stl", "train_ratio": 0.1, "lam": lam, "hidden": hidden, "seed": seed, "split": "search",
+                  "val_err": v, "test_err": 0.5} for seed, v in val.items()]
+        rows += [{"method": "stl", "train_ratio": 0.1, "lam": lam, "hidden": hidden, "seed": seed, "split": "final",
+                  "val_err": 0.3, "test_err": test + 0.01 * seed} for seed in (1, 2, 3)]
+    text = "\n".join(selection_summary(pd.DataFrame(rows)))
+    assert "Grid best by mean test error over 3 final splits: lambda 1, hidden 8" in text
+    assert "| validation error of one search split (seed 0) | 0.1, 8 | 1 | 42.00 | +5.00 (+5.00, +5.00) |" in text
+    assert "| mean validation error over 3 search splits | 1, 8 | 1 | 37.00 | +0.00 (+0.00, +0.00) |" in text

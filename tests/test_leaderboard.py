@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from benchmark.cli import main
+from benchmark.config import PROTOCOL_VERSION
 from benchmark.leaderboard import build_leaderboard, read_records
 
 
@@ -20,12 +21,15 @@ def exactly(value: float):
 
 
 def make_record(method: str, seed: int, errors: dict[str, float], *, dataset: str = "synthetic", ratio: float = 0.5,
-                lam: float = 0.1, hidden: int = 32, val_acc: float = 0.7, job: str = "final") -> dict:
-    config = {"dataset": dataset, "method": method, "seed": seed, "lam": lam, "hidden": hidden,
+                lam: float = 0.1, hidden: int = 32, val_acc: float = 0.7, job: str = "final",
+                protocol_version: int | None = PROTOCOL_VERSION, paper_layering: bool = True, layers: str = "all") -> dict:
+    config = {"dataset": dataset, "method": method, "seed": seed, "lam": lam, "hidden": hidden, "layers": layers,
               "train_ratio": ratio, "val_ratio": 0.2, "max_epochs": 10, "dataset_params": {}, "method_params": {}}
     mean = sum(errors.values()) / len(errors)
+    versioned = {} if protocol_version is None else {"protocol_version": protocol_version, "paper_layering": paper_layering}
     return {
-        "run_id": f"{method}-{seed}-{lam}-{ratio}", "job": job, "dataset": dataset, "method": method,
+        **versioned,
+        "run_id": f"{method}-{seed}-{lam}-{ratio}-{layers}-{protocol_version}", "job": job, "dataset": dataset, "method": method,
         "config": config, "seed": seed, "val_acc_mean": val_acc, "test_err_mean": mean, "test_acc_mean": 1 - mean,
         "tasks": {task: {"val_acc": val_acc, "test_acc": 1 - err, "test_err": err} for task, err in errors.items()},
         "method_state": {"alpha/layer0/0": 0.2, "alpha/layer0/0-1": 0.8} if method == "gttn_var" else {},
@@ -165,3 +169,39 @@ def test_beats_stl_pairs_runs_by_seed(tmp_path: Path) -> None:
     assert table.loc["tucker", "beats_stl"] == "2/3"  # seed 4 has no tucker run: not counted
     assert table.loc["gttn_var", "beats_stl"] == ""
     assert "_errors_by_seed" not in table.columns
+
+
+def test_protocols_and_layerings_are_never_mixed_in_one_table(tmp_path: Path) -> None:
+    """Old-protocol records (no version) and ablation records each get a table of their own."""
+    root = tmp_path / "runs"
+    write(root, "m", make_record("gttn_a", 1, {"a": 0.2}, layers="head"))
+    write(root, "m", make_record("gttn_a", 1, {"a": 0.3}, layers="all", paper_layering=False))
+    write(root, "m", make_record("gttn_a", 1, {"a": 0.4}, protocol_version=None))
+    write(root, "m", make_record("stl", 1, {"a": 0.5}, protocol_version=None))
+    written, _ = build_leaderboard(root, tmp_path / "board", plots=False)
+    names = sorted(p.name for p in written if p.suffix == ".csv")
+    assert names == ["summary.csv", "synthetic.csv", "synthetic_ablation.csv", "synthetic_protocol1.csv"]
+    tables = {name: pd.read_csv(tmp_path / "board" / name).set_index("method") for name in names if name != "summary.csv"}
+    assert tables["synthetic.csv"].loc["gttn_a", "test_err_mean"] == exactly(0.2)
+    assert tables["synthetic.csv"].loc["gttn_a", "layers"] == "head"
+    assert tables["synthetic_ablation.csv"].loc["gttn_a", "layers"] == "all"
+    assert tables["synthetic_ablation.csv"].loc["gttn_a", "test_err_mean"] == exactly(0.3)
+    assert sorted(tables["synthetic_protocol1.csv"].index) == ["gttn_a", "stl"]
+
+
+def test_equal_methods_are_listed_once_and_a_choice_at_the_edge_is_flagged(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    space = {"lam": {"low": 1e-4, "high": 10.0, "log": True}, "hidden": {"choices": [128, 256, 512, 1024]}}
+    tucker = make_record("tucker", 1, {"a": 0.2}, lam=1.1e-4, hidden=1024) | {"equal_methods": ["tr"], "search_space": space}
+    stl = make_record("stl", 1, {"a": 0.3}, lam=0.01, hidden=256) | {"search_space": space}
+    write(root, "m", tucker)
+    write(root, "m", stl)
+    build_leaderboard(root, tmp_path / "board", plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv").set_index("method")
+    assert table.loc["tucker", "at_edge"] == "lam low, hidden high"
+    assert pd.isna(table.loc["stl", "at_edge"])
+    # TR computes Tucker's penalty here: listed, with no result and no rank of its own.
+    assert table.loc["tr", "note"] == "= tucker"
+    assert pd.isna(table.loc["tr", "test_err_mean"]) and pd.isna(table.loc["tr", "rank"])
+    assert sorted(table["rank"].dropna().astype(int)) == [1, 2]
+    assert "= tucker" in (tmp_path / "board" / "summary.md").read_text()

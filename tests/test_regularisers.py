@@ -132,7 +132,7 @@ def test_gttn_a_differs_from_tucker_on_five_way_tensors() -> None:
     assert not torch.isclose(regulariser("gttn_a")(w), regulariser("tucker")(w), rtol=1e-3)
 
 
-# ---- normalisation: one lambda means the same for every method (bug 8) ------------------------------
+# ---- normalisation: every multi-flattening norm averages, none sums (bug 8) ---------------------------
 
 
 @pytest.mark.parametrize("name", [n for n in EXPECTED_NAMES if n != "prod"])

@@ -29,14 +29,15 @@ from benchmark.sweep import (
     prepare,
     study_progress,
 )
-from benchmark.sweep_plan import SweepPlan, sweeps_dir
+from benchmark.nets import NetworkSpec
+from benchmark.sweep_plan import SearchDimension, SweepPlan, edges, sweeps_dir
 from benchmark.sweep_runner import _worker_arguments, progress_bar, worker_environment
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PLAN = {
     "methods": "stl,tucker",
     "trials": 2,
-    "search_seed": 0,
+    "search_seeds": [0],
     "final_seeds": [1],
     "search": {"lam": {"low": 1e-3, "high": 1.0, "log": True}, "hidden": [4, 8]},
     "protocol": {"max_epochs": 2, "dataset_params": {"n_tasks": 3, "samples_per_task": 30}},
@@ -79,7 +80,8 @@ def test_every_shipped_plan_loads(plan_file: str) -> None:
     plan = SweepPlan.load(dataset, REPO / "sweeps")
     assert plan.methods and plan.final_seeds
     assert plan.trials >= 1 or plan.fixed  # omniglot is a fixed plan: the paper's setting, no search
-    assert plan.search_seed not in plan.final_seeds
+    assert not set(plan.search_seeds) & set(plan.final_seeds)
+    assert plan.fixed or plan.n_startup_trials < plan.trials  # TPE guides at least the last trials
 
 
 @pytest.mark.parametrize("variant_file", sorted((REPO / "sweeps").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -307,10 +309,10 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_p
     original = Worker._train
     failures = {1: ValueError("boom in trial 1"), 2: DivergedError("loss is nan at epoch 0")}
 
-    def flaky_train(self, config, trial, job, callbacks):
+    def flaky_train(self, config, trial, job, callbacks, studies, **fields):
         if job == "sweep" and trial.number in failures:
             raise failures[trial.number]
-        return original(self, config, trial, job, callbacks)
+        return original(self, config, trial, job, callbacks, studies, **fields)
 
     monkeypatch.setattr(Worker, "_train", flaky_train)
     lines: list[str] = []
@@ -419,8 +421,10 @@ def test_sweep_killed_mid_trial_continues_without_losing_or_repeating_trials(tmp
             study = optuna.load_study(study_name=plan.study_name("stl", 0.5), storage=url)
         except Exception:  # the storage or the study is still being created
             return False
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        return states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states
+        trials = study.get_trials(deepcopy=False)
+        # Running with every parameter drawn: training, not still inside TPE's sampling.
+        running = [t for t in trials if t.state == TrialState.RUNNING and len(t.params) == len(plan.search)]
+        return sum(t.state == TrialState.COMPLETE for t in trials) >= 1 and bool(running)
 
     _wait_for(one_done_one_running, 300, "a finished trial and a running one")
     process.send_signal(signal.SIGKILL)  # no handler runs: the running trial is left RUNNING
@@ -549,3 +553,111 @@ def test_a_journal_file_storage_runs_and_continues(tmp_path: Path) -> None:
     (studies,) = studies_of(load_plan(plan_dir), str(journal))
     assert [t.number for t in studies.search_study().get_trials(states=(TrialState.COMPLETE,))] == [0, 1, 2]
     assert len(records(tmp_path / "runs", "final")) in (1, 2)  # 2: the third trial was a new best
+
+
+# ---- the search: guided, a sampler per study, ranges per method, several splits --------------
+
+
+def test_tpe_random_startup_is_fewer_than_the_trials(tmp_path: Path) -> None:
+    """8 trials at Optuna's default 10 startup trials never left the random phase."""
+    assert load_plan(write_plan(tmp_path / "a", trials=20, sampler={"n_startup_trials": 6})).n_startup_trials == 6
+    assert load_plan(write_plan(tmp_path / "b", trials=4, sampler={"n_startup_trials": 6})).n_startup_trials == 3
+    assert SweepPlan.load("office_caltech", REPO / "sweeps").n_startup_trials < SweepPlan.load("office_caltech", REPO / "sweeps").trials
+    with pytest.raises(ValueError, match="sampler: unknown key.*valid: n_startup_trials"):
+        load_plan(write_plan(tmp_path / "c", sampler={"startup": 3}))
+
+
+def test_each_methods_search_draws_its_own_points(tmp_path: Path) -> None:
+    """The sampler seed came from worker and trial number alone: every method's search tried the
+    same points (8 distinct points over 14 methods at Office-Caltech ratio 0.1)."""
+    plan_dir = write_plan(tmp_path / "plans", methods="stl,laf,tucker", trials=2, final_seeds=[1],
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 1})
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    points = {}
+    for record in records(tmp_path / "runs", "sweep"):
+        points.setdefault(record["method"], set()).add((round(record["config"]["lam"], 12), record["config"]["hidden"]))
+    assert len(points) == 3
+    assert len(set.union(*points.values())) == 6  # no point shared by two methods
+
+
+def test_a_method_searches_its_own_range_and_a_choice_at_an_edge_is_flagged(tmp_path: Path) -> None:
+    plan = SweepPlan.load("office_caltech", REPO / "sweeps")
+    (prod_lam,) = [d for d in plan.search_space("prod") if d.name == "lam"]
+    (tucker_lam,) = [d for d in plan.search_space("tucker") if d.name == "lam"]
+    assert prod_lam.low < 1e-4 == tucker_lam.low and plan.study_name("prod", 0.1) != plan.study_name("tucker", 0.1)
+    lam = SearchDimension.parse("lam", {"low": 1e-4, "high": 10.0, "log": True})
+    hidden = SearchDimension.parse("hidden", [128, 256, 512, 1024])
+    assert [lam.edge(v) for v in (1.2e-4, 0.03, 8.5)] == ["low", None, "high"]
+    assert [hidden.edge(v) for v in (128, 256, 1024)] == ["low", None, "high"]
+    # A method's range replaces the plan's for that field only.
+    plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=1, search={"lam": {"low": 1e-3, "high": 1.0, "log": True},
+                                                                                  "hidden": [4, 6, 8]},
+                          method_search={"stl": {"hidden": [4, 5, 6]}})
+    space = {d.name: d for d in load_plan(plan_dir).search_space("stl")}
+    assert space["hidden"].choices == (4, 5, 6) and (space["lam"].low, space["lam"].high) == (1e-3, 1.0)
+    assert edges(tuple(space.values()), {"lam": 0.99, "hidden": 5}) == ["lam high"]
+    with pytest.raises(ValueError, match="method_search: unknown method"):
+        load_plan(write_plan(tmp_path / "bad", method_search={"nope": {}}))
+
+
+def test_the_search_objective_is_the_mean_over_the_search_splits_and_survives_a_lost_storage(tmp_path: Path) -> None:
+    plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=2, search_seeds=[0, 7], final_seeds=[1])
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    plan, url = load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db"
+    by_trial: dict[int, list[dict]] = {}
+    for record in records(tmp_path / "runs", "sweep"):
+        by_trial.setdefault(record["trial"], []).append(record)
+    assert sorted(by_trial) == [0, 1]
+    (studies,) = studies_of(plan, url)
+    values = {t.number: t.value for t in studies.search_study().get_trials()}
+    for number, runs in by_trial.items():
+        assert sorted((r["search_split"], r["seed"]) for r in runs) == [(0, 0), (1, 7)]
+        assert values[number] == pytest.approx(sum(1 - r["val_acc_mean"] for r in runs) / 2)
+    # Lose the storage: the trials come back with the same mean value, and nothing runs again.
+    (tmp_path / "optuna.db").unlink()
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    (studies,) = studies_of(plan, url)
+    assert {t.number: t.value for t in studies.search_study().get_trials()} == pytest.approx(values)
+    assert len(records(tmp_path / "runs", "sweep")) == 4 and len(records(tmp_path / "runs", "final")) == 1
+    with pytest.raises(ValueError, match="differ from the search seeds"):
+        load_plan(write_plan(tmp_path / "overlap", search_seeds=[0, 1], final_seeds=[1]))
+    # More splits only where the validation part is small: per train ratio.
+    ratios = {**TINY_PLAN["protocol"], "train_ratio": [0.1, 0.5]}
+    by_ratio = load_plan(write_plan(tmp_path / "r", protocol=ratios, search_seeds_by_ratio={0.1: [0, 6, 7]}))
+    assert by_ratio.search_seeds_at(0.1) == (0, 6, 7) and by_ratio.search_seeds_at(0.5) == (0,)
+    with pytest.raises(ValueError, match="no study at train ratio"):
+        load_plan(write_plan(tmp_path / "r2", protocol=ratios, search_seeds_by_ratio={0.3: [0, 6]}))
+    with pytest.raises(ValueError, match="start with the plan's first search seed"):
+        load_plan(write_plan(tmp_path / "r3", protocol=ratios, search_seeds_by_ratio={0.1: [6, 7]}))
+
+
+# ---- methods that coincide ---------------------------------------------------------------------
+
+
+def test_methods_with_the_same_penalty_on_every_tensor_are_decided_from_the_flattenings(tmp_path: Path) -> None:
+    mlp = NetworkSpec((6,), (3, 3, 3), "features")  # 3-way stacked tensors
+    pool5_like = NetworkSpec((2, 2, 3), (3, 3, 3), "features")  # a 5-way hidden tensor
+    methods = "stl,dmtl,laf,laf_i,tucker,tt,tr,prod,gttn_a,gttn_min,gttn_max,gttn_var"
+    paper = load_plan(write_plan(tmp_path / "a"), methods=methods)
+    # Under each paper's layering GTTN-a is on the heads only, Tucker on every layer: not equal.
+    assert paper.with_coincidences(mlp).equal_to == {"tr": "tucker"}
+    every_layer = load_plan(write_plan(tmp_path / "b", protocol={**TINY_PLAN["protocol"], "layers": "all"}), methods=methods)
+    assert every_layer.with_coincidences(mlp).equal_to == {"tr": "tucker", "gttn_a": "tucker"}
+    # A 5-way tensor: TR's circular unfoldings, Tucker's modes and GTTN's 15 bipartitions differ.
+    assert every_layer.with_coincidences(pool5_like).equal_to == {}
+    # A method parameter that makes LAF-i the task-axis flattening makes it LAF.
+    axis = load_plan(write_plan(tmp_path / "c", method_params={"laf_i": {"axis": -1}}), methods="laf,laf_i")
+    assert axis.with_coincidences(mlp).equal_to == {"laf_i": "laf"}
+
+
+def test_a_sweep_runs_one_of_two_equal_methods_and_lists_the_other(tmp_path: Path, capsys) -> None:
+    plan_dir = write_plan(tmp_path / "plans", methods="tucker,tr", trials=1)
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    out = capsys.readouterr().out
+    assert "tr = tucker" in out and "= tucker (the same penalty" in out
+    runs = records(tmp_path / "runs", "sweep") + records(tmp_path / "runs", "final")
+    assert {r["method"] for r in runs} == {"tucker"}
+    assert all(r["equal_methods"] == ["tr"] for r in runs)
+    board = tmp_path / "board"
+    assert main(["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(board), "--no-plots"]) == 0
+    assert "= tucker" in (board / "synthetic.csv").read_text()

@@ -183,8 +183,7 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     @property
     def network_spec(self) -> NetworkSpec:
-        tasks = self.dataset.tasks
-        return NetworkSpec(self.dataset.input_shape, tuple(t.n_classes for t in tasks), self.dataset.network)
+        return self.dataset.network_spec
 
     def gather(self, indices: list[np.ndarray]) -> Batch:
         """Stack one index array per task (all the same length) into a (T, B, ...) batch."""

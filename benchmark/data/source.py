@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..nets import NetworkSpec
+
 
 class DataUnavailableError(RuntimeError):
     """A dataset file is missing or does not match its checksum."""
@@ -44,6 +46,10 @@ class MultiTaskDataset:
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+    @property
+    def network_spec(self) -> NetworkSpec:
+        return NetworkSpec(self.input_shape, tuple(t.n_classes for t in self.tasks), self.network)
 
 
 class DatasetSource:

@@ -3,9 +3,9 @@
 import importlib
 import pkgutil
 
-from .base import DivergedError, MultiTaskModule, method_class, method_names, register
+from .base import DivergedError, MultiTaskModule, method_class, method_names, register, registration_order
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DivergedError", "MultiTaskModule", "method_class", "method_names", "register"]
+__all__ = ["DivergedError", "MultiTaskModule", "method_class", "method_names", "register", "registration_order"]

@@ -16,7 +16,7 @@ lambda.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -156,6 +156,15 @@ class MultiTaskModule(L.LightningModule):
         """The coupling term, summed over the stacked layers."""
         raise NotImplementedError
 
+    def require_stacked_layers(self) -> None:
+        """A tensor norm needs a stacked layer to act on: say so instead of training without one."""
+        if not self.stacked_layers():
+            raise ValueError(
+                f"{self.name} with layers={self.config.layers}: this network has no task-stacked shareable "
+                f"layer left for the tensor norm (the output layers of {type(self.network).__name__} are not "
+                "shareable); use layers=all"
+            )
+
     def penalty(self) -> torch.Tensor:
         """coupling + sum of ||W||_F^2 over the shared layers (lambda is applied by the caller)."""
         return self.coupling() + sum((layer.weight.pow(2).sum() for layer in self.shared_layers()),
@@ -164,6 +173,13 @@ class MultiTaskModule(L.LightningModule):
     def logged_state(self) -> dict[str, float]:
         """Method-specific values to log each epoch (e.g. learned flattening weights)."""
         return {}
+
+    def penalty_signature(self) -> Hashable | None:
+        """What decides the training objective beyond the data, as a comparable value, where the
+        method's coupling is a fixed weighted sum of flattening trace norms: two methods with equal
+        signatures train the same network on the same loss (Tucker, TR with d = 2 and GTTN-a on a
+        3-way tensor), so a sweep runs one of them. None: not comparable (the default)."""
+        return None
 
     # ---- training ----------------------------------------------------------------------------
 

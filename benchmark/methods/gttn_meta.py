@@ -67,6 +67,7 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
+        self.require_stacked_layers()
         params = config.method_params
         check_parameters(self.name, params, PARAMETERS)
         self.outer_lr = float(params.get("outer_lr", 0.04))

@@ -17,6 +17,7 @@ is then a weight per flattening, lambda * sum_j ||W_j||_*, which is how Yang & H
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ class TraceNormMethod(MultiTaskModule):
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
+        self.require_stacked_layers()
         params = dict(config.method_params)
         own = {name: params.pop(name, default) for name, default in self.own_parameters.items()}
         self.per_flattening = bool(own["per_flattening"])
@@ -50,6 +52,25 @@ class TraceNormMethod(MultiTaskModule):
     def layer_scale(self, reg: nn.Module, weight: torch.Tensor) -> int:
         """N, the layer's number of flattenings, with ``per_flattening``; else 1."""
         return len(reg.flattenings(tuple(weight.shape))) if self.per_flattening else 1
+
+    def penalty_signature(self) -> Hashable | None:
+        """Per shareable layer: shared (Frobenius), or stacked with its {bipartition: weight}
+        (``per_flattening`` included); None where a regulariser is no fixed sum (Prod, GTTN min,
+        max, variable)."""
+        layers: list[Any] = []
+        regularisers = iter(self.regularisers)
+        for layer in self.network.shareable_layers():
+            shape = tuple(layer.weight.shape)
+            if not layer.stacked:
+                layers.append(("shared", shape))
+                continue
+            reg = next(regularisers)
+            combination = reg.fixed_combination(shape)
+            if combination is None:
+                return None
+            scale = self.layer_scale(reg, layer.weight)
+            layers.append(("stacked", shape, frozenset((part, round(scale * w, 12)) for part, w in combination.items())))
+        return tuple(layers)
 
     def logged_state(self) -> dict[str, float]:
         learned = [(layer, reg.flattening_weights()) for reg, layer in zip(self.regularisers, self.stacked_layers())]

@@ -45,6 +45,13 @@ class Flattening:
     def row_axes(self) -> tuple[int, ...]:
         return self.order[: self.n_row_axes]
 
+    @property
+    def bipartition(self) -> frozenset[frozenset[int]]:
+        """{row axes, column axes}: what the trace norm depends on. Reordering the axes within a
+        group permutes the matrix's rows or columns, and swapping the groups transposes it; neither
+        changes the singular values."""
+        return frozenset({frozenset(self.row_axes), frozenset(self.order[self.n_row_axes:])})
+
     def matrix_shape(self, shape: tuple[int, ...]) -> tuple[int, int]:
         rows = math.prod(shape[a] for a in self.row_axes)
         return rows, math.prod(shape) // rows

@@ -6,8 +6,10 @@ learnable logits and all of them fit in a ``ModuleList``; the others hold no sta
 functions of W.
 
 Normalisation (SPEC.md section 1, decided): every multi-flattening norm is a *convex combination*
-of trace norms, weights summing to 1, so one trade-off lambda means the same for every method.
-The public GTTN code averaged for Tucker/TT but summed for LAF (bug 8); here nothing sums.
+of trace norms, weights summing to 1, so a penalty is on the scale of its trace norms. The public
+GTTN code averaged for Tucker/TT but summed for LAF (bug 8); here nothing sums. This does not make
+one lambda mean the same across methods (the flattenings of one tensor differ widely in norm and
+gradient), so lambda is searched per method.
 
 Papers: Yang & Hospedales, ICLR 2017 workshop (arXiv 1606.04038) for LAF, Tucker, TT;
 Zhang, Zhang & Wang, KDD 2021 (arXiv 2002.04799) for TR, GTTN and its weightings.
@@ -95,6 +97,11 @@ class Regulariser(nn.Module):
         """Learned weights of the flattenings, where the regulariser learns them (for logging)."""
         return None
 
+    def fixed_combination(self, shape: tuple[int, ...]) -> dict[frozenset[frozenset[int]], float] | None:
+        """{bipartition: weight} when the penalty is a fixed weighted sum of flattening trace norms
+        (two regularisers with the same combination compute the same function); None otherwise."""
+        return None
+
     def forward(self, weights: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -109,6 +116,13 @@ class _AveragedTraceNorm(Regulariser):
 
     def forward(self, weights: torch.Tensor) -> torch.Tensor:
         return flattening_norms(weights, self.flattenings(tuple(weights.shape))).mean()
+
+    def fixed_combination(self, shape: tuple[int, ...]) -> dict[frozenset[frozenset[int]], float] | None:
+        flattenings = self.flattenings(tuple(shape))
+        combination: dict[frozenset[frozenset[int]], float] = {}
+        for flattening in flattenings:
+            combination[flattening.bipartition] = combination.get(flattening.bipartition, 0.0) + 1 / len(flattenings)
+        return combination
 
 
 @register("laf")
@@ -180,6 +194,9 @@ class ProductTraceNorm(_AveragedTraceNorm):
     """
 
     family = staticmethod(lambda shape: mode_flattenings(len(shape)))
+
+    def fixed_combination(self, shape: tuple[int, ...]) -> None:
+        return None  # a product, not a sum
 
     def forward(self, weights: torch.Tensor) -> torch.Tensor:
         norms = flattening_norms(weights, self.flattenings(tuple(weights.shape)))
