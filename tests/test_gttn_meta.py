@@ -142,3 +142,16 @@ def test_selection_reads_validation_only_and_test_runs_once_after_training(monke
     assert stages == ["test"]
     history = result.record["val_acc_history"]
     assert result.record["selected_epoch"] == int(np.argmax(history))
+
+
+@pytest.mark.slow
+def test_meta_learned_weights_do_not_validate_worse_than_equal_weights_at_the_same_lambda() -> None:
+    """On tasks sharing a rank-1 structure (the synthetic data), the weights GTTN meta learns on the
+    validation part give a lower mean validation error than GTTN-a's fixed 1/N at the same lambda."""
+    def validation_error(method: str, seed: int) -> float:
+        config = TrainConfig(method=method, lam=0.1, hidden=16, lr=0.01, max_epochs=30, seed=seed)
+        return 1 - train(config, Path("."), None, progress=False).record["val_acc_mean"]
+
+    meta = np.mean([validation_error("gttn_meta", seed) for seed in (0, 1)])
+    equal = np.mean([validation_error("gttn_a", seed) for seed in (0, 1)])
+    assert meta <= equal
