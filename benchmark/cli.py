@@ -66,11 +66,16 @@ def _cuda_available() -> bool:
 
 def _list(args: argparse.Namespace) -> int:
     from .data import dataset_names, dataset_source
-    from .methods import method_names
+    from .methods import method_class, method_names
     from .norms import regulariser_names
 
     data_dir = args.data_dir or default_data_dir()
+    by_layering: dict[str, list[str]] = {}
+    for name in method_names():
+        by_layering.setdefault(method_class(name).paper.layers, []).append(name)
     print("methods:      " + ", ".join(method_names()))
+    print("  each in its paper's layering (--layers paper): "
+          + "; ".join(f"{layers}: {', '.join(names)}" for layers, names in sorted(by_layering.items())))
     print("regularisers: " + ", ".join(regulariser_names()))
     print(f"datasets (data directory {data_dir}):")
     for name in dataset_names():
