@@ -45,6 +45,11 @@ def _worker_arguments(plan: SweepPlan, args: argparse.Namespace, storage_url: st
         arguments += ["--sweeps-dir", str(args.sweeps_dir)]
     if args.plan:
         arguments += ["--plan", args.plan]
+    # The input is part of every study's identity: a worker without it ran other studies.
+    inputs = plan.protocol.get("dataset_params", {})
+    for flag, key in (("--features", "features"), ("--backbone", "backbone")):
+        if inputs.get(key):
+            arguments += [flag, str(inputs[key])]
     return arguments
 
 

@@ -124,6 +124,20 @@ def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch) ->
     assert child[child.index("--plan") + 1] == "wider" and child[child.index("--out") + 1] == namespace.out.as_posix()
 
 
+def test_spawned_workers_get_the_features_and_backbone_so_they_run_the_parents_studies(tmp_path: Path) -> None:
+    """`sweep --dataset office31 --features pool5 --workers 2` prepared one study and its workers ran another."""
+    protocol = {"dataset_params": {"features": "pool5", "backbone": "vgg19"}}
+    plan = SweepPlan.load("office31", REPO / "sweeps", methods="stl", protocol=protocol)
+    namespace = argparse.Namespace(sweeps_dir=None, plan=None, out=Path("results/runs"))
+    child = _worker_arguments(plan, namespace, "sqlite:///x.db", tmp_path)
+    assert child[child.index("--features") + 1] == "pool5" and child[child.index("--backbone") + 1] == "vgg19"
+    # The worker's plan, built from these arguments as `mtlbench sweep` builds it, names the same studies.
+    worker_protocol = {"train_ratio": [float(r) for r in child[child.index("--train-ratio") + 1].split(",")],
+                       "dataset_params": {"features": "pool5", "backbone": "vgg19"}}
+    worker = SweepPlan.load("office31", REPO / "sweeps", methods="stl", protocol=worker_protocol)
+    assert worker.study_name("stl", 0.5) == plan.study_name("stl", 0.5)
+
+
 def test_default_plan_follows_the_spec_search_space() -> None:
     plan = SweepPlan.load("office_caltech", REPO / "sweeps")
     (lam,) = [d for d in plan.search if d.name == "lam"]
