@@ -249,9 +249,6 @@ class SweepPlan:
             if not seeds or len(set(seeds)) != len(seeds) or seeds[0] != self.search_seed:
                 raise ValueError(f"search seeds must be distinct, at least one, and start with the plan's first "
                                  f"search seed {self.search_seed} (its split names the studies), got {list(seeds)}")
-        strangers = sorted(set(self.search_seeds_by_ratio) - set(self.train_ratios))
-        if strangers:
-            raise ValueError(f"search_seeds_by_ratio: no study at train ratio(s) {strangers}; the plan's: {list(self.train_ratios)}")
         searched_seeds = set(self.search_seeds).union(*self.search_seeds_by_ratio.values())
         if self.fixed != (self.trials == 0):
             raise ValueError(f"trials: 0 goes with search: null (a fixed plan), and a search needs trials >= 1 "

@@ -639,8 +639,10 @@ def test_the_search_objective_is_the_mean_over_the_search_splits_and_survives_a_
     ratios = {**TINY_PLAN["protocol"], "train_ratio": [0.1, 0.5]}
     by_ratio = load_plan(write_plan(tmp_path / "r", protocol=ratios, search_seeds_by_ratio={0.1: [0, 6, 7]}))
     assert by_ratio.search_seeds_at(0.1) == (0, 6, 7) and by_ratio.search_seeds_at(0.5) == (0,)
-    with pytest.raises(ValueError, match="no study at train ratio"):
-        load_plan(write_plan(tmp_path / "r2", protocol=ratios, search_seeds_by_ratio={0.3: [0, 6]}))
+    # A plan narrowed to other ratios (RATIOS=0.5) keeps working: the entry for 0.1 just does not apply.
+    narrowed = SweepPlan.load("synthetic", write_plan(tmp_path / "r2", protocol=ratios, search_seeds_by_ratio={0.1: [0, 6]}),
+                              protocol={"train_ratio": [0.5]})
+    assert narrowed.search_seeds_at(0.5) == (0,)
     with pytest.raises(ValueError, match="start with the plan's first search seed"):
         load_plan(write_plan(tmp_path / "r3", protocol=ratios, search_seeds_by_ratio={0.1: [6, 7]}))
 
