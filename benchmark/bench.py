@@ -14,6 +14,11 @@ same run, so the numbers mean the same on a noisy machine. Sections:
   on Omniglot (the CNN, 50 alphabets), as a ratio to STL, and the peak memory of each.
 - ``lazy``: test error and step time with the penalty every step and every k-th step (weighted k)
   on Office-Caltech SURF: what the approximation costs and saves.
+- ``trained``: the trace norms where training spends its time. GTTN-a (every layer) trains a few
+  epochs on Office-Caltech SURF; on the hidden tensor it reaches, each flattening's cond(G) and
+  route, and the penalty's value + gradient with a route memo kept across calls against a fresh
+  one each call (the code before the memo), interleaved, with the float32 Gram floor and the
+  float64 pieces (float64 Gram, eigh, product) that bound any exact route.
 - ``selection``: model selection at a small train ratio. STL on Office-Caltech SURF at ratio 0.1,
   on a fixed grid of lambda x hidden, trained on the search splits and on the final splits: which
   configuration one search split's validation error picks, which the mean over three picks, and
@@ -282,6 +287,83 @@ def bench_lazy(data_dir: Path, seeds: tuple[int, ...], every: int, progress: Cal
     return pd.DataFrame(rows)
 
 
+def _trained_tensor(data_dir: Path, hidden: int, epochs: int) -> torch.Tensor:
+    """The 800 x H x 4 hidden tensor of GTTN-a (every layer) after ``epochs`` epochs on SURF."""
+    import lightning as L
+
+    from .config import TrainConfig
+    from .train import train
+
+    class Capture(L.Callback):
+        weights: torch.Tensor
+
+        def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+            self.weights = module.stacked_layers()[0].weight.detach().clone()
+
+    capture = Capture()
+    config = TrainConfig(dataset="office_caltech", method="gttn_a", layers="all", lam=0.01, hidden=hidden, max_epochs=epochs)
+    train(config, data_dir, out_dir=None, progress=False, callbacks=[capture])
+    return capture.weights
+
+
+def _penalty_step(reg: Any, weights: torch.Tensor) -> None:
+    leaf = weights.clone().requires_grad_(True)
+    torch.autograd.grad(reg(leaf), leaf)
+
+
+def _float64_pieces(name: str, weights: torch.Tensor) -> Callable[[], None]:
+    """Gram, eigh and product in float64 for every flattening: what any exact float64 route pays."""
+    talls = [t.double() for t in _grams(name, weights)]
+
+    def run() -> None:
+        for tall in talls:
+            _, vectors = torch.linalg.eigh(tall.T @ tall)
+            tall @ vectors
+    return run
+
+
+def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int], ...] = ((128, 12), (1024, 4)),
+                  progress: Callable[[str], None] = print) -> pd.DataFrame:
+    from .data import dataset_source
+    from .norms import RouteMemo, regulariser, trace_norm
+
+    if not dataset_source("office_caltech").present(data_dir):
+        progress(f"trained  office_caltech not found under {data_dir}, skipped")
+        return pd.DataFrame()
+    rows = []
+    for hidden, epochs in settings:
+        weights = _trained_tensor(data_dir, hidden, epochs)
+        name = "gttn_a"
+        routes = []
+        for flattening in regulariser(name).flattenings(tuple(weights.shape)):
+            matrix = flattening.apply(weights)
+            memo = RouteMemo(routes={})
+            trace_norm(matrix, memo)
+            singular = torch.linalg.svdvals(matrix.double())
+            routes.append(f"{'x'.join(map(str, matrix.shape))}: cond(G) {float((singular[0] / singular[-1]) ** 2):.1e}, "
+                          f"{next(iter(memo.routes))}")
+        remembered = regulariser(name)
+        _penalty_step(remembered, weights)  # the memo learns the routes, as after the first steps of a run
+        fresh_times, memo_times = [], []
+        for _ in range(repeats):  # interleaved: the two see the same machine state
+            started = time.perf_counter()
+            _penalty_step(regulariser(name), weights)
+            fresh_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            _penalty_step(remembered, weights)
+            memo_times.append(time.perf_counter() - started)
+        fresh, memo = statistics.median(fresh_times), statistics.median(memo_times)
+        rows.append({
+            "tensor": "x".join(map(str, weights.shape)), "epochs": epochs, "regulariser": name,
+            "routes": "; ".join(routes), "fresh_s": fresh, "memo_s": memo, "memo_over_fresh": memo / fresh,
+            "gram_floor_s": median_time(_gram_floor(name, weights), repeats),
+            "float64_bound_s": median_time(_float64_pieces(name, weights), repeats),
+        })
+        progress(f"trained  {rows[-1]['tensor']:<12} fresh {fresh:.4f} s  memo {memo:.4f} s  "
+                 f"x{memo / fresh:.2f}  ({rows[-1]['routes']})")
+    return pd.DataFrame(rows)
+
+
 SELECTION_GRID = {"lam": (1e-4, 1e-3, 1e-2, 1e-1, 1.0), "hidden": (128, 256, 512, 1024)}
 
 
@@ -458,6 +540,18 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                       ("mean run s", "seconds", ".1f"),
                   ]), "", "Mean over seeds; the same seeds and splits for both settings. A run includes data "
                   "loading, validation every epoch and the test pass, so it understates the saving per step.", ""]
+    trained = tables.get("trained")
+    if trained is not None and not trained.empty:
+        lines += ["## Trace norms where training spends its time (GTTN-a, every layer, Office-Caltech SURF)", ""]
+        for _, row in trained.iterrows():
+            target = 0.7 if row["tensor"].split("x")[1] == "128" else 0.85
+            lines.append(
+                f"- {row['tensor']} after {row['epochs']} epochs: the penalty with a route memo takes "
+                f"{row['memo_over_fresh']:.2f}x the time without one ({1000 * row['memo_s']:.1f} vs "
+                f"{1000 * row['fresh_s']:.1f} ms; target <= {target}: {_verdict(row['memo_over_fresh'] <= target)}); "
+                f"float32 Gram floor {1000 * row['gram_floor_s']:.1f} ms, float64 pieces {1000 * row['float64_bound_s']:.1f} ms. "
+                f"Flattenings: {row['routes']}.")
+        lines.append("")
     selection = tables.get("selection")
     if selection is not None and not selection.empty:
         lines += [f"## Model selection at a small train ratio ({selection['method'].iloc[0].upper()}, Office-Caltech SURF, "
@@ -467,7 +561,7 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("norms", "batching", "training", "lazy", "selection")
+SECTIONS = ("norms", "batching", "training", "lazy", "trained", "selection")
 
 
 def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
@@ -480,4 +574,6 @@ def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
         return bench_training(data_dir, steps=20)
     if section == "selection":
         return bench_selection(data_dir)
+    if section == "trained":
+        return bench_trained(data_dir, repeats=max(repeats, 5))
     return bench_lazy(data_dir, seeds=(1, 2, 3), every=4)

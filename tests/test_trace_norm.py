@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.norms import trace_norm
+from benchmark.norms import RouteMemo, trace_norm
 
 
 def assert_is_subgradient(matrix: torch.Tensor, grad: torch.Tensor, tolerance: float = 1e-9) -> None:
@@ -132,3 +132,86 @@ def test_naive_svd_path_agrees() -> None:
         naive_value, naive_grad = value_and_gradient(matrix)
     torch.testing.assert_close(fast_value, naive_value)
     torch.testing.assert_close(fast_grad, naive_grad)
+
+
+# ---- the route memo: where training spends its time, cond(G) is far above the float32 limit ----
+
+
+def _with_singular_values(values: list[float], rows: int = 60, seed: int = 0) -> torch.Tensor:
+    """A float32 matrix with the given singular values (as a penalty leaves them: most near zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(rows, len(values), dtype=torch.float64, generator=generator))
+    v, _ = torch.linalg.qr(torch.randn(len(values), len(values), dtype=torch.float64, generator=generator))
+    return ((u * torch.tensor(values, dtype=torch.float64)) @ v.T).float()
+
+
+def _value_and_grad(matrix: torch.Tensor, memo: RouteMemo | None) -> tuple[float, torch.Tensor]:
+    leaf = matrix.clone().requires_grad_(True)
+    value = trace_norm(leaf, memo)
+    (grad,) = torch.autograd.grad(value, leaf)
+    return value.item(), grad
+
+
+def _reference(matrix: torch.Tensor) -> tuple[float, torch.Tensor]:
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    return s.sum().item(), (u @ vh).float()
+
+
+def test_memo_goes_straight_to_float64_and_stays_exact_at_cond_1e8() -> None:
+    memo = RouteMemo(routes={})
+    ill = [1.0, 0.5] + [1e-4] * 6  # cond(G) = 1e8
+    for step in range(6):
+        matrix = _with_singular_values(ill, seed=step)
+        value, grad = _value_and_grad(matrix, memo)
+        expected_value, expected_grad = _reference(matrix)
+        assert value == pytest.approx(expected_value, rel=1e-5)
+        assert torch.linalg.matrix_norm(grad - expected_grad) <= 1e-5 * torch.linalg.matrix_norm(expected_grad)
+    # One float32 attempt, rejected; every later call went straight to float64.
+    assert memo.routes == {"float64": 6}
+    assert memo.float64 and memo.calls_in_float64 == 5
+
+
+def test_memo_reprobes_float32_when_well_conditioned_again_and_every_n_calls() -> None:
+    from benchmark.norms.trace_norm import REPROBE_EVERY
+
+    memo = RouteMemo(routes={})
+    ill, well = [1.0] + [1e-4] * 5, [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    trace_norm(_with_singular_values(ill), memo)
+    assert memo.float64
+    trace_norm(_with_singular_values(well), memo)  # float64 route, cond(G) < 50: probe float32 next time
+    assert not memo.float64
+    trace_norm(_with_singular_values(well), memo)
+    assert memo.routes == {"float64": 2, "float32": 1}
+    # In float64 mode for good: after REPROBE_EVERY skipped attempts, one more float32 attempt.
+    trace_norm(_with_singular_values(ill), memo)
+    for _ in range(REPROBE_EVERY):
+        assert memo.skip_float32()
+    assert not memo.skip_float32()
+
+
+@pytest.mark.parametrize("kind", ["rank-deficient", "zero", "mixed"])
+def test_memo_never_changes_a_result_beyond_the_exactness_target(kind: str) -> None:
+    """The same sequence of matrices with one memo throughout and with none: the same values and
+    gradients to 1e-5, finite at rank-deficient and zero matrices."""
+    sequences = {
+        "rank-deficient": [_with_singular_values([1.0, 0.3, 0.0, 0.0], seed=s) for s in range(4)],
+        "zero": [torch.zeros(30, 4), _with_singular_values([1.0, 1e-5, 1e-5, 1e-5]), torch.zeros(30, 4)],
+        "mixed": [_with_singular_values(v, seed=s) for s, v in enumerate(
+            [[1.0, 0.9, 0.8, 0.7], [1.0, 1e-4, 1e-4, 1e-4], [1.0, 0.05, 0.05, 0.05], [1.0, 0.9, 0.8, 0.7], [1.0, 1e-3, 1e-3, 0.0]])],
+    }
+    memo = RouteMemo()
+    for matrix in sequences[kind]:
+        remembered, fresh = _value_and_grad(matrix, memo), _value_and_grad(matrix, None)
+        assert torch.isfinite(remembered[1]).all()
+        assert remembered[0] == pytest.approx(fresh[0], rel=1e-5, abs=1e-7)
+        assert torch.allclose(remembered[1], fresh[1], rtol=1e-5, atol=1e-5)
+
+
+def test_each_flattening_of_each_layer_keeps_its_own_memo() -> None:
+    from benchmark.norms import regulariser
+
+    tucker = regulariser("tucker")
+    weights = torch.randn(6, 5, 3)
+    tucker(weights)
+    tucker(torch.randn(4, 5, 3))
+    assert len(tucker._route_memos) == 6  # 3 flattenings x 2 shapes

@@ -36,7 +36,7 @@ from torch.func import functional_call, grad
 
 from ..config import TrainConfig
 from ..nets import NetworkSpec
-from ..norms import gttn_subsets, gttn_weighted_norm
+from ..norms import RouteMemo, gttn_subsets, gttn_weighted_norm
 from .base import GTTN, MultiTaskModule, check_parameters, divergence_reported, flattening_weight_state, register, task_losses
 
 PARAMETERS = ("holdout", "outer_lr", "outer_every", "bound")
@@ -83,6 +83,9 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
             nn.Parameter(torch.zeros(len(gttn_subsets(tuple(layer.weight.shape)))))
             for layer in self.stacked_layers()
         )
+        # A route memo per flattening of each layer (benchmark.norms.RouteMemo): the real step and
+        # the virtual one decompose the same flattenings.
+        self._route_memos = [[RouteMemo() for _ in beta] for beta in self.logits]
         names = {id(p): n for n, p in self.network.named_parameters()}
         self._stacked_names = [names[id(layer.weight)] for layer in self.stacked_layers()]
         self._shared_names = [names[id(layer.weight)] for layer in self.shared_layers()]
@@ -97,7 +100,8 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
 
     def coupling(self) -> torch.Tensor:
         layers = self.stacked_layers()
-        return sum(gttn_weighted_norm(layer.weight, alpha) for layer, alpha in zip(layers, self.alphas()))
+        return sum(gttn_weighted_norm(layer.weight, alpha, memos)
+                   for layer, alpha, memos in zip(layers, self.alphas(), self._route_memos))
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         inner = torch.optim.Adam(self.network.parameters(), lr=self.config.lr)
@@ -115,8 +119,8 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
         def inner_loss(params: dict[str, torch.Tensor], logits: tuple[torch.Tensor, ...]) -> torch.Tensor:
             logits_out = functional_call(self.network, (params, buffers), (batch["x"],))
             coupling = sum(
-                gttn_weighted_norm(params[name], bounded_weights(beta, self.bound))
-                for name, beta in zip(self._stacked_names, logits)
+                gttn_weighted_norm(params[name], bounded_weights(beta, self.bound), memos)
+                for name, beta, memos in zip(self._stacked_names, logits, self._route_memos)
             )
             shared = sum(params[name].pow(2).sum() for name in self._shared_names)
             return task_losses(logits_out, batch["y"]).sum() + lam * (coupling + shared)

@@ -11,11 +11,12 @@ from .flattenings import (
     tt_flattenings,
 )
 from .regularisers import Regulariser, flattening_norms, gttn_weighted_norm, regulariser, regulariser_names
-from .trace_norm import naive_svd_trace_norm, trace_norm, trace_norm_and_direction
+from .trace_norm import RouteMemo, naive_svd_trace_norm, trace_norm, trace_norm_and_direction
 
 __all__ = [
     "Flattening",
     "Regulariser",
+    "RouteMemo",
     "flattening_norms",
     "gttn_flattenings",
     "gttn_subsets",

@@ -23,18 +23,55 @@ the condition number, so the route is chosen by how well conditioned G is:
 3. otherwise (numerically rank-deficient, or zero): the thin SVD in float64, U V^T explicitly.
    Singular values below the tolerance are then exact zeros of the SVD and their vectors keep
    the gradient finite.
+
+A trace-norm penalty drives most singular values of a flattening to ~1e-4 of the largest within
+a few epochs, after which cond(G) stays above 200 on most steps, and each step would build the
+float32 Gram, decompose it, reject it and start again in float64. A :class:`RouteMemo` kept per
+flattening (the regularisers keep one for each flattening of each layer) remembers a float64
+outcome and goes straight to float64 until the matrix is well conditioned again (cond(G) below
+``KAPPA_REPROBE`` on the float64 route) or ``REPROBE_EVERY`` calls have passed. It only ever
+skips a float32 attempt for the float64 route, the more accurate one: no result gets worse.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 KAPPA_FLOAT32 = 200.0  # largest cond(G) whose float32 eigen-decomposition gives U V^T to ~1e-5
 KAPPA_FLOAT64 = 1e9  # beyond this the Gram route loses the small singular values: take the SVD
 GRAM_BLOCK = 8192  # rows per float32 Gram product; the blocks are summed in float64
+KAPPA_REPROBE = 50.0  # a flattening in float64 mode tries float32 again once cond(G) falls below this
+REPROBE_EVERY = 50  # ... or after this many calls in float64 mode
+
+
+@dataclass
+class RouteMemo:
+    """The route one flattening took last: ``float64`` after a float32 attempt was rejected (or its
+    input was float64), until it is well conditioned again or ``REPROBE_EVERY`` calls have passed.
+    ``routes`` counts the routes taken, for the bench."""
+
+    float64: bool = False
+    calls_in_float64: int = 0
+    routes: dict[str, int] | None = None
+
+    def skip_float32(self) -> bool:
+        if not self.float64 or self.calls_in_float64 >= REPROBE_EVERY:
+            return False
+        self.calls_in_float64 += 1
+        return True
+
+    def taken(self, route: str, well_conditioned: bool = False) -> None:
+        """Record the route a call took; ``well_conditioned``: cond(G) < KAPPA_REPROBE on float64."""
+        if self.routes is not None:
+            self.routes[route] = self.routes.get(route, 0) + 1
+        if route == "float32" or well_conditioned:
+            self.float64, self.calls_in_float64 = False, 0
+        elif not self.float64 or self.calls_in_float64 >= REPROBE_EVERY:  # entering, or a re-probe failed
+            self.float64, self.calls_in_float64 = True, 0
 
 
 def _check(matrix: torch.Tensor) -> None:
@@ -73,20 +110,29 @@ def _from_eigen(tall: torch.Tensor, eigenvalues: torch.Tensor, vectors: torch.Te
     return singular.sum(), tall.to(vectors.dtype) @ ((vectors / singular) @ vectors.T)
 
 
-def trace_norm_and_direction(matrix: torch.Tensor, with_gradient: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(||X||_*, U V^T)`` in X's dtype, by the cheapest accurate route (module docstring)."""
+def trace_norm_and_direction(matrix: torch.Tensor, with_gradient: bool = True,
+                             memo: RouteMemo | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(||X||_*, U V^T)`` in X's dtype, by the cheapest accurate route (module docstring);
+    ``memo``: the flattening's route memo, which may skip a float32 attempt bound to fail."""
     _check(matrix)
+    memo = memo or RouteMemo()
     transposed = matrix.shape[0] < matrix.shape[1]
     tall = matrix.T if transposed else matrix
     result = None
-    if matrix.dtype == torch.float32:
+    if matrix.dtype == torch.float32 and not memo.skip_float32():
         result = _from_eigen(tall, *torch.linalg.eigh(_float32_gram(tall).float()), with_gradient, KAPPA_FLOAT32)
+        if result is not None:
+            memo.taken("float32")
     if result is None:
         exact = tall.to(torch.float64)
-        result = _from_eigen(exact, *torch.linalg.eigh(exact.T @ exact), with_gradient, KAPPA_FLOAT64)
+        eigenvalues, vectors = torch.linalg.eigh(exact.T @ exact)
+        result = _from_eigen(exact, eigenvalues, vectors, with_gradient, KAPPA_FLOAT64)
+        if result is not None:
+            memo.taken("float64", well_conditioned=bool(eigenvalues[0] * KAPPA_REPROBE >= eigenvalues[-1]))
     if result is None:
         u, s, vh = torch.linalg.svd(tall.to(torch.float64), full_matrices=False)
         result = s.sum(), (u @ vh if with_gradient else None)
+        memo.taken("svd")
     value, direction = result
     if direction is not None:
         direction = (direction.T if transposed else direction).to(matrix.dtype)
@@ -101,8 +147,8 @@ class _TraceNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        value, direction = trace_norm_and_direction(matrix)
+    def forward(matrix: torch.Tensor, memo: RouteMemo | None) -> tuple[torch.Tensor, torch.Tensor]:
+        value, direction = trace_norm_and_direction(matrix, memo=memo)
         return value, direction
 
     @staticmethod
@@ -112,9 +158,9 @@ class _TraceNorm(torch.autograd.Function):
         ctx.save_for_backward(direction)
 
     @staticmethod
-    def backward(ctx, grad_value: torch.Tensor, _grad_direction: torch.Tensor | None) -> torch.Tensor:
+    def backward(ctx, grad_value: torch.Tensor, _grad_direction: torch.Tensor | None) -> tuple[torch.Tensor, None]:
         (direction,) = ctx.saved_tensors
-        return grad_value * direction
+        return grad_value * direction, None
 
 
 _naive = False
@@ -133,11 +179,12 @@ def naive_svd_trace_norm() -> Iterator[None]:
         _naive = previous
 
 
-def trace_norm(matrix: torch.Tensor) -> torch.Tensor:
-    """Sum of the singular values of a 2-D tensor; backward gives the subgradient ``U V^T``."""
+def trace_norm(matrix: torch.Tensor, memo: RouteMemo | None = None) -> torch.Tensor:
+    """Sum of the singular values of a 2-D tensor; backward gives the subgradient ``U V^T``.
+    ``memo``: the route memo of the flattening this matrix is (see the module docstring)."""
     _check(matrix)
     if _naive:
         return torch.linalg.svdvals(matrix).sum()
     if torch.is_grad_enabled() and matrix.requires_grad:
-        return _TraceNorm.apply(matrix)[0]
-    return trace_norm_and_direction(matrix, with_gradient=False)[0]
+        return _TraceNorm.apply(matrix, memo)[0]
+    return trace_norm_and_direction(matrix, with_gradient=False, memo=memo)[0]
