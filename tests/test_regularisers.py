@@ -19,6 +19,7 @@ from benchmark.norms import (
     gttn_flattenings,
     gttn_subsets,
     gttn_weighted_norm,
+    naive_svd_trace_norm,
     regulariser,
     regulariser_names,
 )
@@ -274,3 +275,63 @@ def test_gttn_var_needs_and_checks_the_tensor_order() -> None:
         regulariser("gttn_var")
     with pytest.raises(ValueError, match="3-way"):
         regulariser("gttn_var", ndim=3)(torch.zeros(2, 2, 2, 2))
+
+
+# ---- one Gram matrix for the three mode flattenings of a 3-way tensor, late in training ------------
+
+
+def _penalty_trained_tensor(seed: int = 0) -> torch.Tensor:
+    """40 x 6 x 3, one strong rank-1 term and the rest 1e-4 of it: cond(G) 9e7, 8e6, 3e6 by mode,
+    as a penalty leaves a stacked layer (J K = 18 <= I = 40, the shape the shared Gram needs)."""
+    g = torch.Generator().manual_seed(seed)
+    a, b, c = torch.randn(40, generator=g), torch.randn(6, generator=g), torch.randn(3, generator=g)
+    return (torch.einsum("i,j,k->ijk", a, b, c) + 1e-3 * torch.randn(40, 6, 3, generator=g)).float()
+
+
+def _explicit(name: str, weights: torch.Tensor, **params) -> tuple[float, torch.Tensor]:
+    """The regulariser through float64 SVDs of its explicit flattenings (the naive path)."""
+    leaf = weights.double().requires_grad_(True)
+    with naive_svd_trace_norm():
+        value = regulariser(name, ndim=3, **params)(leaf)
+    (grad,) = torch.autograd.grad(value, leaf)
+    return value.item(), grad
+
+
+@pytest.mark.parametrize("name", ["tucker", "gttn_a", "tr", "gttn_var", "gttn_min", "gttn_max", "prod"])
+def test_the_shared_mode_gram_is_exact_at_cond_1e8(name: str) -> None:
+    reg = regulariser(name, ndim=3)
+    for seed in range(3):  # the first call finds the float64 route, the next ones share one Gram
+        if seed == 1:
+            for memo in reg._route_memos.values():
+                memo.routes = {}
+        weights = _penalty_trained_tensor(seed)
+        leaf = weights.clone().requires_grad_(True)
+        value = reg(leaf)
+        (grad,) = torch.autograd.grad(value, leaf)
+        expected_value, expected_grad = _explicit(name, weights)
+        assert value.item() == pytest.approx(expected_value, rel=1e-5)
+        assert (grad.double() - expected_grad).norm() <= 1e-5 * expected_grad.norm()
+    assert all(memo.float64 and memo.routes == {"mode_gram": 2} for memo in reg._route_memos.values())
+
+
+def test_the_shared_mode_gram_is_taken_and_falls_back_at_zero_and_wide_tensors() -> None:
+    from benchmark.norms import RouteMemo
+
+    reg = regulariser("tucker")
+    weights = _penalty_trained_tensor()
+    reg(weights)
+    for memo in reg._route_memos.values():
+        memo.routes = {}
+    reg(weights)
+    assert [memo.routes for memo in reg._route_memos.values()] == [{"mode_gram": 1}] * 3
+    # A zero tensor has no float64 route: the per-flattening SVDs, finite gradients.
+    zero = torch.zeros(40, 6, 3, requires_grad=True)
+    reg._route_memos.update({key: RouteMemo(float64=True) for key in list(reg._route_memos)})
+    (grad,) = torch.autograd.grad(reg(zero), zero)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # J K > I: the mode-0 Gram would be the larger one; the per-flattening routes instead.
+    wide = regulariser("tucker")
+    tensor = _penalty_trained_tensor().permute(1, 2, 0).contiguous()  # 6 x 3 x 40
+    wide(tensor)
+    value, expected = wide(tensor).item(), _explicit("tucker", tensor)[0]
+    assert value == pytest.approx(expected, rel=1e-5)

@@ -32,6 +32,7 @@ from .flattenings import (
     tr_flattenings,
     tt_flattenings,
 )
+from .mode_gram import mode_trace_norms_3way
 from .trace_norm import RouteMemo, trace_norm
 
 FlatteningSet = Callable[[tuple[int, ...]], tuple[Flattening, ...]]
@@ -88,6 +89,12 @@ def flattening_norms(weights: torch.Tensor, flattenings: tuple[Flattening, ...],
     return torch.stack([trace_norm(f.apply(weights), memo) for f, memo in zip(flattenings, memos)])
 
 
+def _isolated_modes(flattenings: tuple[Flattening, ...]) -> list[int]:
+    """For each flattening of a 3-way tensor, the axis it puts alone on one side of its
+    bipartition: every flattening of a 3-way tensor is a mode flattening or its transpose."""
+    return [next(next(iter(side)) for side in f.bipartition if len(side) == 1) for f in flattenings]
+
+
 class Regulariser(nn.Module):
     """A scalar penalty of a stacked weight tensor; subclasses give the flattenings and the weights.
 
@@ -103,10 +110,23 @@ class Regulariser(nn.Module):
         self._route_memos: dict[tuple[tuple[int, ...], Flattening], RouteMemo] = {}
 
     def norms(self, weights: torch.Tensor) -> torch.Tensor:
-        """The trace norm of each of this regulariser's flattenings of ``weights``."""
+        """The trace norm of each of this regulariser's flattenings of ``weights``.
+
+        Where they are the three mode flattenings of a 3-way tensor and the mode-0 one needs the
+        float64 route (its memo says so), all three come from its one Gram matrix
+        (:mod:`benchmark.norms.mode_gram`).
+        """
         shape = tuple(weights.shape)
         flattenings = self.flattenings(shape)
         memos = [self._route_memos.setdefault((shape, f), RouteMemo()) for f in flattenings]
+        modes = _isolated_modes(flattenings) if len(shape) == 3 else []
+        if sorted(modes) == [0, 1, 2] and memos[modes.index(0)].skip_float32():
+            shared = mode_trace_norms_3way(weights)
+            if shared is not None:
+                norms, well_conditioned = shared
+                for memo, mode in zip(memos, modes):
+                    memo.taken("mode_gram", well_conditioned=well_conditioned[mode])
+                return norms[list(modes)]
         return flattening_norms(weights, flattenings, memos)
 
     def route_counts(self) -> dict[str, int]:
