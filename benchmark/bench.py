@@ -17,8 +17,12 @@ same run, so the numbers mean the same on a noisy machine. Sections:
 - ``trained``: the trace norms where training spends its time. GTTN-a (every layer) trains a few
   epochs on Office-Caltech SURF; on the hidden tensor it reaches, each flattening's cond(G) and
   route, and the penalty's value + gradient with a route memo kept across calls against a fresh
-  one each call (the code before the memo), interleaved, with the float32 Gram floor and the
-  float64 pieces (float64 Gram, eigh, product) that bound any exact route.
+  one each call (the code before the memo), interleaved, with the float32 Gram floor, the
+  float64 pieces (float64 Gram, eigh, product) that bound any exact route, and the matrix-product
+  route (on the GPU where there is one, and then it says so).
+- ``cost``: time to leaderboard, from the committed run records alone (no training): the run
+  time of every search trial and final run per dataset, protocol version and train ratio, in
+  CPU-hours, with the runs counted.
 - ``selection``: model selection at a small train ratio. STL on Office-Caltech SURF at ratio 0.1,
   on a fixed grid of lambda x hidden, trained on the search splits and on the final splits: which
   configuration one search split's validation error picks, which the mean over three picks, and
@@ -326,6 +330,7 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
                   progress: Callable[[str], None] = print) -> pd.DataFrame:
     from .data import dataset_source
     from .norms import RouteMemo, regulariser, trace_norm
+    from .norms.trace_norm import trace_norm_route
 
     if not dataset_source("office_caltech").present(data_dir):
         progress(f"trained  office_caltech not found under {data_dir}, skipped")
@@ -353,15 +358,40 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
             _penalty_step(remembered, weights)
             memo_times.append(time.perf_counter() - started)
         fresh, memo = statistics.median(fresh_times), statistics.median(memo_times)
+        # The matrix-product route, on a GPU when there is one (there it is the default route).
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        on_device = weights.to(device)
+        with trace_norm_route("matmul"):
+            matmul = median_time(lambda: (_penalty_step(regulariser(name), on_device),
+                                          torch.cuda.synchronize() if device == "cuda" else None), repeats)
         rows.append({
             "tensor": "x".join(map(str, weights.shape)), "epochs": epochs, "regulariser": name,
             "routes": "; ".join(routes), "fresh_s": fresh, "memo_s": memo, "memo_over_fresh": memo / fresh,
             "gram_floor_s": median_time(_gram_floor(name, weights), repeats),
             "float64_bound_s": median_time(_float64_pieces(name, weights), repeats),
+            "matmul_s": matmul, "matmul_device": device,
         })
         progress(f"trained  {rows[-1]['tensor']:<12} fresh {fresh:.4f} s  memo {memo:.4f} s  "
                  f"x{memo / fresh:.2f}  ({rows[-1]['routes']})")
     return pd.DataFrame(rows)
+
+
+def bench_cost(runs_dir: Path = Path("results/runs"), progress: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run time summed per dataset, protocol version, train ratio and job, from the records."""
+    from .leaderboard import read_records, table_variant
+
+    records = read_records(runs_dir, jobs=("sweep", "final"), states=("complete", "pruned", "failed")).runs
+    rows = [{"dataset": r["dataset"], "protocol": table_variant(r) or "current", "train_ratio": r["config"]["train_ratio"],
+             "job": r["job"], "method": r["method"], "wall_time_s": r.get("wall_time_s", 0.0)} for r in records]
+    if not rows:
+        progress(f"cost  no records under {runs_dir}")
+        return pd.DataFrame()
+    table = (pd.DataFrame(rows).groupby(["dataset", "protocol", "train_ratio", "job"])
+             .agg(runs=("wall_time_s", "size"), cpu_hours=("wall_time_s", lambda t: t.sum() / 3600)).reset_index())
+    for _, row in table.iterrows():
+        progress(f"cost  {row['dataset']} {row['protocol']} r{row['train_ratio']:g} {row['job']}: "
+                 f"{row['runs']} runs, {row['cpu_hours']:.1f} h")
+    return table
 
 
 SELECTION_GRID = {"lam": (1e-4, 1e-3, 1e-2, 1e-1, 1.0), "hidden": (128, 256, 512, 1024)}
@@ -543,7 +573,7 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
     trained = tables.get("trained")
     if trained is not None and not trained.empty:
         lines += ["## Trace norms where training spends its time (GTTN-a, every layer, Office-Caltech SURF)", "",
-                  "Value + gradient of the penalty on the hidden tensor GTTN-a reached, medians of at least 5 "
+                  "Value + gradient of the penalty on the hidden tensor GTTN-a reached, medians of at least 15 "
                   "interleaved pairs (with a memo kept across calls, and without: a fresh one each call).", ""]
         for _, row in trained.iterrows():
             target = 0.7 if row["tensor"].split("x")[1] == "128" else 0.85
@@ -554,8 +584,19 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                 f"float32 Gram floor {1000 * row['gram_floor_s']:.1f} ms; the float64 pieces (Gram, eigh, product of "
                 f"every flattening), which bound an exact route here, {1000 * row['float64_bound_s']:.1f} ms, "
                 f"{row['float64_bound_s'] / row['fresh_s']:.2f}x the time without a memo, and the memo's path is "
-                f"{row['memo_s'] / row['float64_bound_s']:.2f}x them. Flattenings: {row['routes']}.")
+                f"{row['memo_s'] / row['float64_bound_s']:.2f}x them. The matrix-product route (Newton-Schulz, "
+                f"the default on CUDA) on {row['matmul_device']}: {1000 * row['matmul_s']:.1f} ms"
+                f"{' (a GPU route: on this CPU it is slower than eigh)' if row['matmul_device'] == 'cpu' else ''}. "
+                f"Flattenings: {row['routes']}.")
         lines.append("")
+    cost = tables.get("cost")
+    if cost is not None and not cost.empty:
+        lines += ["## Time to leaderboard (from the committed records' run times)", "",
+                  *_markdown_table(cost, [("dataset", "dataset", ""), ("protocol", "protocol", ""),
+                                          ("train ratio", "train_ratio", "g"), ("job", "job", ""), ("runs", "runs", "d"),
+                                          ("hours of run time", "cpu_hours", ".1f")]),
+                  "", "A run's time is its process's wall time with one thread per worker; records written before "
+                  "the workers split the cores (Office-Caltech ratio 0.1) ran beside other sweeps and overstate it.", ""]
     selection = tables.get("selection")
     if selection is not None and not selection.empty:
         lines += [f"## Model selection at a small train ratio ({selection['method'].iloc[0].upper()}, Office-Caltech SURF, "
@@ -565,7 +606,7 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("norms", "batching", "training", "lazy", "trained", "selection")
+SECTIONS = ("norms", "batching", "training", "lazy", "trained", "cost", "selection")
 
 
 def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
@@ -578,6 +619,8 @@ def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
         return bench_training(data_dir, steps=20)
     if section == "selection":
         return bench_selection(data_dir)
+    if section == "cost":
+        return bench_cost()
     if section == "trained":
-        return bench_trained(data_dir, repeats=max(repeats, 5))
+        return bench_trained(data_dir, repeats=max(repeats, 15))
     return bench_lazy(data_dir, seeds=(1, 2, 3), every=4)

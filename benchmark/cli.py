@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves.set_defaults(handler=_curves)
 
     bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
-    bench.add_argument("--sections", default="norms,batching,training,lazy,trained",
+    bench.add_argument("--sections", default="norms,batching,training,lazy,trained,cost",
                        help="comma-separated sections (also: selection, about 15 min, not in the default)")
     bench.add_argument("--repeats", type=int, default=3, help="runs per timing (the median is reported)")
     bench.add_argument("--data-dir", type=Path, help=data_help)

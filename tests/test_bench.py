@@ -33,7 +33,7 @@ def test_summary_says_met_or_missed() -> None:
 
 def test_unknown_section_names_the_valid_ones(tmp_path: Path, capsys) -> None:
     assert main(["bench", "--sections", "nope", "--out", str(tmp_path)]) == 2
-    assert "valid: norms, batching, training, lazy, trained, selection" in capsys.readouterr().err
+    assert "valid: norms, batching, training, lazy, trained, cost, selection" in capsys.readouterr().err
 
 
 def test_selection_summary_compares_each_rule_with_the_grids_best_on_the_same_splits() -> None:

@@ -215,3 +215,42 @@ def test_each_flattening_of_each_layer_keeps_its_own_memo() -> None:
     tucker(weights)
     tucker(torch.randn(4, 5, 3))
     assert len(tucker._route_memos) == 6  # 3 flattenings x 2 shapes
+
+
+# ---- the matrix-product route for GPUs, checked on the CPU ----------------------------------------
+
+
+@pytest.mark.parametrize("values", [[1.0, 0.9, 0.5, 0.2], [1.0, 0.5] + [1e-4] * 4, [1.0] + [1e-4] * 3])
+def test_matmul_route_is_exact_to_1e5_against_a_float64_svd(values: list[float]) -> None:
+    from benchmark.norms.trace_norm import trace_norm_route
+
+    matrix = _with_singular_values(values)
+    memo = RouteMemo(routes={})
+    with trace_norm_route("matmul"):
+        value, grad = _value_and_grad(matrix, memo)
+    expected_value, expected_grad = _reference(matrix)
+    assert memo.routes == {"matmul": 1}
+    assert value == pytest.approx(expected_value, rel=1e-5)
+    assert torch.linalg.matrix_norm(grad - expected_grad) <= 1e-5 * torch.linalg.matrix_norm(expected_grad)
+    # The same answer as the eigen-decomposition route, to the same target.
+    eigh_value, eigh_grad = _value_and_grad(matrix, None)
+    assert value == pytest.approx(eigh_value, rel=1e-5) and torch.allclose(grad, eigh_grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("matrix", [torch.zeros(20, 4), _with_singular_values([1.0, 0.5, 0.0, 0.0]),
+                                    _with_singular_values([3.0] + [1e-6] * 3)])
+def test_matmul_route_gives_way_where_it_stalls(matrix: torch.Tensor) -> None:
+    """Zero, rank-deficient, or singular values below ~3e-5 of the largest (cond(G) > 1e9): the SVD instead."""
+    from benchmark.norms.trace_norm import trace_norm_route
+
+    memo = RouteMemo(routes={})
+    with trace_norm_route("matmul"):
+        value, grad = _value_and_grad(matrix, memo)
+    assert "matmul" not in memo.routes and torch.isfinite(grad).all()
+    assert value == pytest.approx(_reference(matrix)[0], rel=1e-5, abs=1e-7)
+
+
+def test_an_unknown_route_names_the_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCHMARK_TRACE_NORM_ROUTE", "fast")
+    with pytest.raises(ValueError, match="valid: auto, matmul, eigh"):
+        trace_norm(torch.randn(4, 3))

@@ -24,6 +24,17 @@ the condition number, so the route is chosen by how well conditioned G is:
    Singular values below the tolerance are then exact zeros of the SVD and their vectors keep
    the gradient finite.
 
+On a GPU the eigen-decomposition is the slow, sequential part, so there the first route is
+**matrix products only** (``matmul``): the coupled Newton-Schulz iteration on the float64 Gram,
+scaled by its largest eigenvalue (power iteration), converges to G^(-1/2) with a residual
+||I - G Z^2|| that it computes for free each iteration; it stops once that residual is below
+``NS_TOLERANCE`` (each eigen-direction is then within NS_TOLERANCE / 2 of the exact one, well
+inside the 1e-5 target). It gives way to the routes above where the Gram is beyond cond(G) 1e9
+(||Z||_F^2 bounds it: a rank-deficient or zero matrix, or singular values below ~3e-5 of the
+largest, which the Gram cannot resolve) or after ``NS_MAX_ITERATIONS``. It is chosen
+automatically on CUDA tensors; ``BENCHMARK_TRACE_NORM_ROUTE=matmul`` (or :func:`trace_norm_route`)
+chooses it on the CPU too, ``eigh`` never.
+
 A trace-norm penalty drives most singular values of a flattening to ~1e-4 of the largest within
 a few epochs, after which cond(G) stays above 200 on most steps, and each step would build the
 float32 Gram, decompose it, reject it and start again in float64. A :class:`RouteMemo` kept per
@@ -35,6 +46,7 @@ skips a float32 attempt for the float64 route, the more accurate one: no result 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +58,10 @@ KAPPA_FLOAT64 = 1e9  # beyond this the Gram route loses the small singular value
 GRAM_BLOCK = 8192  # rows per float32 Gram product; the blocks are summed in float64
 KAPPA_REPROBE = 50.0  # a flattening in float64 mode tries float32 again once cond(G) falls below this
 REPROBE_EVERY = 50  # ... or after this many calls in float64 mode
+NS_TOLERANCE = 1e-7  # the matmul route stops once ||I - G Z^2||_F is below this
+NS_MAX_ITERATIONS = 80  # ... and gives up after this many (cond(G) 1e9 takes about 60)
+ROUTE_VARIABLE = "BENCHMARK_TRACE_NORM_ROUTE"  # auto (matmul on CUDA) | matmul | eigh
+ROUTES = ("auto", "matmul", "eigh")
 
 
 @dataclass
@@ -110,6 +126,66 @@ def _from_eigen(tall: torch.Tensor, eigenvalues: torch.Tensor, vectors: torch.Te
     return singular.sum(), tall.to(vectors.dtype) @ ((vectors / singular) @ vectors.T)
 
 
+_route_override: str | None = None
+
+
+@contextmanager
+def trace_norm_route(route: str) -> Iterator[None]:
+    """Inside: the first route is ``route`` ("matmul", "eigh" or "auto"), whatever the environment says."""
+    global _route_override
+    if route not in ROUTES:
+        raise ValueError(f"trace norm route {route!r}; valid: {', '.join(ROUTES)}")
+    previous, _route_override = _route_override, route
+    try:
+        yield
+    finally:
+        _route_override = previous
+
+
+def _matmul_route(matrix: torch.Tensor) -> bool:
+    route = _route_override or os.environ.get(ROUTE_VARIABLE, "auto")
+    if route not in ROUTES:
+        raise ValueError(f"{ROUTE_VARIABLE}={route!r}; valid: {', '.join(ROUTES)}")
+    return route == "matmul" or (route == "auto" and matrix.is_cuda)
+
+
+def _newton_schulz(tall: torch.Tensor, with_gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(value, U V^T) of a float64 tall matrix by matrix products only; None where it does not converge."""
+    gram = tall.T @ tall
+    n = gram.shape[0]
+    largest = _largest_eigenvalue(gram)  # within a few percent is enough to scale
+    if not largest > 0:
+        return None  # a zero matrix
+    scale = 1.1 * largest  # eigenvalues of gram / scale within (0, 1): it converges
+    identity = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    square, inverse_root = gram / scale, identity  # Y -> A^(1/2), Z -> A^(-1/2), A = gram / scale
+    for _ in range(NS_MAX_ITERATIONS):
+        # Z grows towards A^(-1/2), whose largest eigenvalue squared is 1 / lambda_min(A) >= cond(G),
+        # and ||Z||_F^2 / n <= lambda_max(Z)^2: past this the Gram is beyond the float64 route's limit.
+        if not bool(inverse_root.square().sum() <= KAPPA_FLOAT64 * n):
+            return None
+        step = 0.5 * (3 * identity - inverse_root @ square)
+        # I - Z Y = 2 (T - I): the residual comes with the step.
+        if bool(torch.linalg.matrix_norm(step - identity) * 2 < NS_TOLERANCE):
+            # cond(G) = lambda_max(A) / lambda_min(A) = lambda_max(Z)^2 / 1.1: beyond KAPPA_FLOAT64
+            # the Gram has lost the small singular values, as on the eigh route: the SVD instead.
+            if _largest_eigenvalue(inverse_root) ** 2 / 1.1 > KAPPA_FLOAT64:
+                return None
+            value = torch.diagonal(square).sum() * scale**0.5
+            return value, (tall @ inverse_root / scale**0.5 if with_gradient else None)
+        square, inverse_root = square @ step, step @ inverse_root
+    return None
+
+
+def _largest_eigenvalue(symmetric: torch.Tensor, iterations: int = 30) -> float:
+    """Power iteration on a symmetric positive semi-definite matrix (matrix products only)."""
+    vector = torch.ones(symmetric.shape[0], dtype=symmetric.dtype, device=symmetric.device)
+    for _ in range(iterations):
+        vector = symmetric @ vector
+        vector = vector / vector.norm().clamp_min(torch.finfo(vector.dtype).tiny)
+    return float(vector @ symmetric @ vector)
+
+
 def trace_norm_and_direction(matrix: torch.Tensor, with_gradient: bool = True,
                              memo: RouteMemo | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(||X||_*, U V^T)`` in X's dtype, by the cheapest accurate route (module docstring);
@@ -119,7 +195,12 @@ def trace_norm_and_direction(matrix: torch.Tensor, with_gradient: bool = True,
     transposed = matrix.shape[0] < matrix.shape[1]
     tall = matrix.T if transposed else matrix
     result = None
-    if matrix.dtype == torch.float32 and not memo.skip_float32():
+    if _matmul_route(matrix):
+        result = _newton_schulz(tall.to(torch.float64), with_gradient)
+        if result is not None:
+            memo.taken("matmul")
+            memo.float64 = True  # the float32 eigh route is not tried where the matmul route runs
+    if result is None and matrix.dtype == torch.float32 and not memo.skip_float32():
         result = _from_eigen(tall, *torch.linalg.eigh(_float32_gram(tall).float()), with_gradient, KAPPA_FLOAT32)
         if result is not None:
             memo.taken("float32")
