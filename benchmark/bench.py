@@ -291,23 +291,39 @@ def bench_lazy(data_dir: Path, seeds: tuple[int, ...], every: int, progress: Cal
     return pd.DataFrame(rows)
 
 
-def _trained_tensor(data_dir: Path, hidden: int, epochs: int) -> torch.Tensor:
-    """The 800 x H x 4 hidden tensor of GTTN-a (every layer) after ``epochs`` epochs on SURF."""
+def _trained_module(data_dir: Path, method: str, hidden: int, epochs: int) -> tuple[Any, dict[str, torch.Tensor]]:
+    """``method`` (every layer) trained ``epochs`` epochs on SURF at lambda 0.01: the module and one
+    training batch, as training has them mid-run."""
     import lightning as L
 
     from .config import TrainConfig
     from .train import train
 
     class Capture(L.Callback):
-        weights: torch.Tensor
+        module: Any
+        batch: dict[str, torch.Tensor]
+
+        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
+            self.batch = batch
 
         def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
-            self.weights = module.stacked_layers()[0].weight.detach().clone()
+            self.module = module
+            self.last_epoch = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     capture = Capture()
-    config = TrainConfig(dataset="office_caltech", method="gttn_a", layers="all", lam=0.01, hidden=hidden, max_epochs=epochs)
+    config = TrainConfig(dataset="office_caltech", method=method, layers="all", lam=0.01, hidden=hidden, max_epochs=epochs)
     train(config, data_dir, out_dir=None, progress=False, callbacks=[capture])
-    return capture.weights
+    capture.module.load_state_dict(capture.last_epoch)  # train() restored the selected epoch; training ends here
+    return capture.module, capture.batch
+
+
+def _training_step(module: Any, batch: dict[str, torch.Tensor], forget_routes: bool) -> None:
+    """Loss (cross-entropy + penalty) and backward of one batch; ``forget_routes``: as before the memo."""
+    if forget_routes:
+        for reg in getattr(module, "regularisers", []):
+            reg._route_memos.clear()
+    module.zero_grad()
+    module.objective(batch)[0].backward()
 
 
 def _penalty_step(reg: Any, weights: torch.Tensor) -> None:
@@ -337,7 +353,8 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
         return pd.DataFrame()
     rows = []
     for hidden, epochs in settings:
-        weights = _trained_tensor(data_dir, hidden, epochs)
+        module, batch = _trained_module(data_dir, "gttn_a", hidden, epochs)
+        weights = module.stacked_layers()[0].weight.detach().clone()
         name = "gttn_a"
         routes = []
         for flattening in regulariser(name).flattenings(tuple(weights.shape)):
@@ -358,6 +375,17 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
             _penalty_step(remembered, weights)
             memo_times.append(time.perf_counter() - started)
         fresh, memo = statistics.median(fresh_times), statistics.median(memo_times)
+        # A whole training step of GTTN-a (both stacked layers), and of STL on the same batch.
+        stl, _ = _trained_module(data_dir, "stl", hidden, 1)
+        step_times: dict[str, list[float]] = {"fresh": [], "memo": [], "stl": []}
+        _training_step(module, batch, forget_routes=False)
+        for _ in range(repeats):
+            for kind, (target, forget) in {"fresh": (module, True), "memo": (module, False), "stl": (stl, False)}.items():
+                started = time.perf_counter()
+                _training_step(target, batch, forget)
+                step_times[kind].append(time.perf_counter() - started)
+            _training_step(module, batch, forget_routes=False)  # the memo back as the fresh step left it
+        steps = {kind: statistics.median(times) for kind, times in step_times.items()}
         # The matrix-product route, on a GPU when there is one (there it is the default route).
         device = "cuda" if torch.cuda.is_available() else "cpu"
         on_device = weights.to(device)
@@ -370,6 +398,8 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
             "gram_floor_s": median_time(_gram_floor(name, weights), repeats),
             "float64_bound_s": median_time(_float64_pieces(name, weights), repeats),
             "matmul_s": matmul, "matmul_device": device,
+            "step_fresh_s": steps["fresh"], "step_memo_s": steps["memo"], "step_stl_s": steps["stl"],
+            "step_memo_over_fresh": steps["memo"] / steps["fresh"],
         })
         progress(f"trained  {rows[-1]['tensor']:<12} fresh {fresh:.4f} s  memo {memo:.4f} s  "
                  f"x{memo / fresh:.2f}  ({rows[-1]['routes']})")
@@ -587,7 +617,10 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                 f"{row['memo_s'] / row['float64_bound_s']:.2f}x them. The matrix-product route (Newton-Schulz, "
                 f"the default on CUDA) on {row['matmul_device']}: {1000 * row['matmul_s']:.1f} ms"
                 f"{' (a GPU route: on this CPU it is slower than eigh)' if row['matmul_device'] == 'cpu' else ''}. "
-                f"Flattenings: {row['routes']}.")
+                f"A whole GTTN-a training step there: {row['step_memo_over_fresh']:.2f}x its time without the memo "
+                f"({1000 * row['step_memo_s']:.1f} vs {1000 * row['step_fresh_s']:.1f} ms; target <= 0.75: "
+                f"{_verdict(row['step_memo_over_fresh'] <= 0.75)}), {row['step_memo_s'] / row['step_stl_s']:.1f}x an STL step "
+                f"(was {row['step_fresh_s'] / row['step_stl_s']:.1f}x). Flattenings: {row['routes']}.")
         lines.append("")
     cost = tables.get("cost")
     if cost is not None and not cost.empty:
