@@ -143,7 +143,7 @@ def per_task_loop(network: Any, images: torch.Tensor) -> torch.Tensor:
         x = images[task]
         for conv in (network.conv1, network.conv2, network.conv3):
             kernel = conv.weight[..., task].permute(3, 2, 0, 1)
-            x = F.max_pool2d(torch.tanh(F.conv2d(x, kernel, conv.bias[:, task])), 2)
+            x = torch.tanh(F.max_pool2d(F.conv2d(x, kernel, conv.bias[:, task]), 2))  # the stacked net's order
         hidden = torch.tanh(x.flatten(1) @ network.fc.weight[..., task] + network.fc.bias[:, task])
         outputs.append(hidden @ network.out.weight[..., task] + network.out.bias[:, task])
     return torch.stack(outputs)
