@@ -96,3 +96,33 @@ def test_a_task_too_small_for_validation_is_trained_and_tested_but_not_selected_
     assert record["tasks"]["dslr"]["val_acc"] is None and record["tasks"]["dslr"]["test_acc"] is not None
     val = [record["tasks"][task]["val_acc"] for task in record["val_tasks"]]
     assert abs(record["val_acc_mean"] - sum(val) / 3) < 1e-9
+
+
+def test_git_rev_is_dirty_only_when_tracked_code_differs(tmp_path: Path) -> None:
+    """On a fresh clone: new records and rebuilt tables under results/ leave the revision clean."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    # The clone has the last commit; the code under test is this checkout's, committed there.
+    shutil.copy(repo / "benchmark" / "tracking.py", clone / "benchmark" / "tracking.py")
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qam", "probe",
+                    "--allow-empty"], cwd=clone, check=True)
+    # -S: no site packages, so the editable install cannot point the import back at this checkout
+    # (tracking.py needs only the standard library).
+    probe = [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, '.'); from benchmark.tracking import git_revision; print(git_revision())"]
+
+    def revision() -> str:
+        return subprocess.run(probe, cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
+    assert revision() == head
+    (clone / "results" / "runs" / "new.json").write_text("{}")  # a new record
+    (clone / "results" / "leaderboard" / "summary.md").write_text("rebuilt\n")  # a rebuilt table
+    assert revision() == head
+    with open(clone / "benchmark" / "config.py", "a") as source:
+        source.write("\n# a local change\n")
+    assert revision() == f"{head}-dirty"
