@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .config import DATA_DIR_VARIABLE, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
@@ -221,6 +221,19 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``; argparse names the option in its error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlbench", description="Tensor-trace-norm deep multi-task learning benchmark."
@@ -252,9 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--layer", default="fc7", help="fc7 (4096-d) or pool5 (7 x 7 x 512) for vgg19")
     features.add_argument("--weights", default="imagenet",
                           help="imagenet (torchvision's download), a state-dict file PATH, or random (tests only)")
-    features.add_argument("--image-size", type=int, default=224, help="center-crop size (default 224)")
-    features.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    features.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="image-decoding processes")
+    features.add_argument("--image-size", type=_at_least(1), default=224, help="center-crop size (default 224)")
+    features.add_argument("--batch-size", type=_at_least(1), default=32, help="images per forward pass")
+    features.add_argument("--workers", type=_at_least(0), default=min(4, os.cpu_count() or 1), help="image-decoding processes")
     features.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     features.add_argument("--from-gttn-text", type=Path, metavar="FILE",
                           help="import a GTTN-paper feature text file as this dataset's --layer features")
@@ -266,16 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", help="dataset name (default synthetic)")
     train.add_argument("--method", help="method name (default tucker)")
     train.add_argument("--lam", type=float, help="trade-off lambda of the coupling term")
-    train.add_argument("--hidden", type=int, help="hidden units")
+    train.add_argument("--hidden", type=_at_least(1), help="hidden units")
     train.add_argument("--lr", type=float, help="Adam learning rate")
     train.add_argument("--seed", type=int, help="seed of the split and the initialisation")
     train.add_argument("--train-ratio", type=float, help="train part per task and class (rest: test)")
     train.add_argument("--val-ratio", type=float, help="validation part of train (0: fixed budget)")
-    train.add_argument("--max-epochs", type=int, help="epochs")
+    train.add_argument("--max-epochs", type=_at_least(1), help="epochs")
     train.add_argument("--layers", choices=list(LAYERINGS),
                        help="all: stack and regularise hidden and heads; head: share the hidden layer (Frobenius) and "
                        "regularise the stacked heads; paper (default): the method's paper's layering")
-    train.add_argument("--penalty-every", type=int,
+    train.add_argument("--penalty-every", type=_at_least(1),
                        help="lazy regularisation: the coupling term every k-th step, weighted k (default 1: exact)")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="method parameter, e.g. axis=1 (laf_i), d=3 (tr), eps=0.1 (laf_tf)")
@@ -296,12 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--dataset", default="synthetic", help="dataset name (default synthetic)")
     sweep.add_argument("--methods", help="all, or a comma-separated list (default: the plan's)")
-    sweep.add_argument("--trials", type=int, help="search trials per method (default: the plan's)")
+    sweep.add_argument("--trials", type=_at_least(0), help="search trials per method (default: the plan's)")
     sweep.add_argument("--final-seeds", help="comma-separated seeds of the final runs (default: the plan's)")
     sweep.add_argument("--train-ratio", help="comma-separated train ratios, one study each (default: the plan's)")
     sweep.add_argument("--features", help="the dataset's input, e.g. fc7 or pool5 (default: the plan's, else the dataset's)")
     sweep.add_argument("--backbone", help="backbone of --features (default vgg19)")
-    sweep.add_argument("--workers", type=int, help="worker processes on this machine (default 1, or one per GPU)")
+    sweep.add_argument("--workers", type=_at_least(1), help="worker processes on this machine (default 1, or one per GPU)")
     sweep.add_argument("--gpus", help="comma-separated GPU ids; worker i sees only gpus[i mod n]")
     sweep.add_argument("--storage", default=None,
                        help="Optuna storage: an RDB URL (sqlite:///..., postgresql://user:pw@host/db) or a "
@@ -333,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
     bench.add_argument("--sections", default="norms,batching,training,lazy,trained,cost",
                        help="comma-separated sections (also: selection, about 15 min, not in the default)")
-    bench.add_argument("--repeats", type=int, default=3, help="runs per timing (the median is reported)")
+    bench.add_argument("--repeats", type=_at_least(1), default=3, help="runs per timing (the median is reported)")
     bench.add_argument("--data-dir", type=Path, help=data_help)
     bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where the CSVs and summary go")
     bench.set_defaults(handler=_bench)

@@ -149,15 +149,25 @@ def train(
     with wandb_run(tracking, config.to_dict(), tags=[config.dataset, config.method]) as run:
         result = _fit_and_test(config, module_class, dataset, out_dir, progress, accelerator, callbacks, run)
         result.record.update(record_fields or {}, wandb_run_id=run.id, job=tracking.job_type)
-        run.summary.update(_summary(result.record))
+        run.summary.update(_summary(result.record, result.history))
     if result.path is not None:
         write_json_atomic(result.path, result.record)
     return result
 
 
-def _summary(record: dict[str, Any]) -> dict[str, Any]:
-    """The selected epoch's metrics, under the same keys the epochs were logged with."""
+def _summary(record: dict[str, Any], history: list[dict[str, float]]) -> dict[str, Any]:
+    """The selected epoch's metrics, under the same keys the epochs were logged with.
+
+    Every validation key the epochs logged is overwritten with its value at the selected epoch:
+    W&B's summary otherwise keeps each key's last logged value, so ``val/err_mean`` came from the
+    last epoch beside ``val/acc_mean`` from the selected one. Training curves (``train/``) keep
+    their last value.
+    """
     summary = {key: record[key] for key in ("selection", "selected_epoch", "run_id")}
+    selected = next((h for h in history if h["epoch"] == record["selected_epoch"]), None)
+    if selected is not None:
+        summary.update({key: value for key, value in selected.items() if key.startswith("val/")})
+        summary["val/acc"] = selected["val/acc_mean"]  # the progress-bar key, the same mean over tasks
     summary["val/acc_mean"] = record["val_acc_mean"]
     summary["test/acc_mean"] = record["test_acc_mean"]
     summary["test/err_mean"] = record["test_err_mean"]

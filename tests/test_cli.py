@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmark.cli import main
 
 
@@ -101,8 +103,6 @@ def test_a_task_too_small_for_validation_is_trained_and_tested_but_not_selected_
 def test_git_rev_is_dirty_only_when_tracked_code_differs(tmp_path: Path) -> None:
     """On a fresh clone: new records and rebuilt tables under results/ leave the revision clean."""
     import shutil
-    import subprocess
-    import sys
 
     repo = Path(__file__).resolve().parents[1]
     clone = tmp_path / "clone"
@@ -126,3 +126,15 @@ def test_git_rev_is_dirty_only_when_tracked_code_differs(tmp_path: Path) -> None
     with open(clone / "benchmark" / "config.py", "a") as source:
         source.write("\n# a local change\n")
     assert revision() == f"{head}-dirty"
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["sweep", "--trials", "-1"], "argument --trials: must be >= 0, got -1"),
+    (["sweep", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
+    (["train", "--max-epochs", "0"], "argument --max-epochs: must be >= 1, got 0"),
+    (["train", "--hidden", "ten"], "argument --hidden: expected an integer, got 'ten'"),
+])
+def test_out_of_range_options_are_refused_naming_the_option(arguments: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -380,7 +380,9 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:
 def test_offline_wandb_run_holds_config_and_metrics(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
-    plan_dir = write_plan(tmp_path / "plans", trials=1, methods="gttn_var")
+    # Long enough that the selected epoch is rarely the last one.
+    plan_dir = write_plan(tmp_path / "plans", trials=1, methods="gttn_var",
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 8})
     assert main(sweep_args(tmp_path, plan_dir)) == 0
     run_dirs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     assert len(run_dirs) == 2  # one search trial, one final run
@@ -400,6 +402,13 @@ def test_offline_wandb_run_holds_config_and_metrics(tmp_path: Path, monkeypatch)
         assert any(key.startswith("alpha/layer0/") for key in summary["summary"])  # GTTN weights
     record = records(tmp_path / "runs", "final")[0]
     assert final["summary"]["test/err_mean"] == pytest.approx(record["test_err_mean"])
+    # Every validation figure of the summary is the selected epoch's, not the last epoch's.
+    for summary in (search, final):
+        values = summary["summary"]
+        assert values["val/err_mean"] == pytest.approx(1 - values["val/acc_mean"])
+        assert values["val/acc"] == pytest.approx(values["val/acc_mean"])
+        assert values["val/task1/err"] == pytest.approx(1 - values["val/task1/acc"])
+    assert final["summary"]["val/acc_mean"] == pytest.approx(record["val_acc_history"][record["selected_epoch"]], abs=1e-6)
 
 
 # ---- real processes: killed sweeps, several workers, PostgreSQL -----------------------------
