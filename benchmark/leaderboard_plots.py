@@ -88,8 +88,10 @@ def _lambda(name: str, table: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure 
         return None
     order = [m for m in _method_order(table) if m in set(trials["method"])]
     order += sorted(set(trials["method"]) - set(order))
+    # Points, not lines: the trials of a search are separate draws, and a line plot would join them
+    # and draw a bootstrap band (random, so the PNG changed on every rebuild from the same records).
     grid = sns.relplot(data=trials.sort_values("lam"), x="lam", y="val_err", hue="hidden", col="method",
-                       col_order=order, col_wrap=min(5, len(order)), kind="line", marker="o", palette="viridis",
+                       col_order=order, col_wrap=min(5, len(order)), kind="scatter", palette="viridis",
                        height=2.6, aspect=1.1, facet_kws={"sharex": True, "sharey": True})
     grid.set(xscale="log")
     for axes in grid.axes.flat:  # label decades only: minor labels overlap in small panels
@@ -232,7 +234,7 @@ def draw_validation_curves(runs: list[dict[str, Any]], out_dir: Path) -> list[Pa
     written = []
     for dataset, part in curves.groupby("dataset", sort=True):
         figure, axes = plt.subplots(figsize=(8.0, 4.6))
-        sns.lineplot(data=part, x="epoch", y="val_acc", hue="run", ax=axes)
+        sns.lineplot(data=part, x="epoch", y="val_acc", hue="run", errorbar=None, ax=axes)
         chosen = part[part["selected"]]
         sns.scatterplot(data=chosen, x="epoch", y="val_acc", hue="run", legend=False, s=60, ax=axes)
         axes.set_ylim(bottom=part["val_acc"].quantile(0.25) - 1)  # the plateau, where runs differ, not the climb

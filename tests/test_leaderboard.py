@@ -114,10 +114,16 @@ def test_broken_duplicate_and_superseded_records_are_reported(runs: Path, tmp_pa
     assert len(records.broken) == 2 and len(records.duplicates) == 1
 
 
-def test_rebuilding_gives_byte_identical_csvs(runs: Path, tmp_path: Path) -> None:
-    first, _ = build_leaderboard(runs, tmp_path / "one", plots=False)
-    second, _ = build_leaderboard(runs, tmp_path / "two", plots=False)
+def test_rebuilding_gives_byte_identical_csvs_and_plots(runs: Path, tmp_path: Path) -> None:
+    # Search trials at repeated lambdas: what a random bootstrap band would have drawn differently each time.
+    trials = [(seed, 0.1, 0.5 + 0.07 * seed) for seed in range(6)] + [(seed, 0.01, 0.6 + 0.05 * seed) for seed in range(4)]
+    for seed, lam, val_acc in trials:
+        write(runs, "machine-a", make_record("tucker", seed, {"a": 0.3}, lam=lam, val_acc=val_acc, job="sweep")
+              | {"run_id": f"sweep-{seed}-{lam}-{val_acc}", "trial": 0})
+    first, _ = build_leaderboard(runs, tmp_path / "one")
+    second, _ = build_leaderboard(runs, tmp_path / "two")
     assert [p.name for p in first] == [p.name for p in second]
+    assert any(p.name.endswith("_lambda.png") for p in first)
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes(), a.name
 
