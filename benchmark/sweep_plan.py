@@ -243,6 +243,8 @@ class SweepPlan:
         return self.method_search.get(method, self.search)
 
     def check(self) -> None:
+        from .methods import method_names
+
         if not self.final_seeds:
             raise ValueError("a sweep needs at least one final seed")
         for seeds in (self.search_seeds, *self.search_seeds_by_ratio.values()):
@@ -265,11 +267,26 @@ class SweepPlan:
         for method in self.method_protocol:
             if method in self.methods:
                 self.config(method, self.train_ratios[0], seed=self.search_seed)  # unknown fields fail here
-        for method, params in self.method_params.items():
-            if method in self.methods:
-                from .methods import method_class
+        strangers = sorted(set(self.method_params) - set(method_names()))
+        if strangers:
+            raise ValueError(f"method_params: unknown method(s) {strangers}; valid: {', '.join(method_names())}")
+        for method in self.methods:
+            self._check_parameters(method)
 
-                method_class(method).holdout_ratio(params)  # checks the parameter names early
+    def _check_parameters(self, method: str) -> None:
+        """Build the method once on a tiny network (shapes only), so a parameter it does not take
+        fails here, naming the ones it does, before any trial runs (each trial would fail)."""
+        import torch
+
+        from .methods import method_class
+
+        config = self.config(method, self.train_ratios[0], seed=self.search_seed)
+        tiny = NetworkSpec((3,), (2, 2), "features")
+        try:
+            with torch.device("meta"):
+                method_class(method)(tiny, config, ["a", "b"])
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"method_params.{method}: {error}") from None
 
     @property
     def train_ratios(self) -> tuple[float, ...]:

@@ -686,3 +686,16 @@ def test_a_sweep_runs_one_of_two_equal_methods_and_lists_the_other(tmp_path: Pat
     board = tmp_path / "board"
     assert main(["leaderboard", "--runs", str(tmp_path / "runs"), "--out", str(board), "--no-plots"]) == 0
     assert "= tucker" in (board / "synthetic.csv").read_text()
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"tr": {"k": 2}}, "method_params.tr: tr takes parameter.*'d'.*not \\['k'\\]"),
+    ({"gttn_meta": {"bogus": 1}}, "method_params.gttn_meta: gttn_meta takes parameter.*outer_lr.*not \\['bogus'\\]"),
+    ({"stl": {"axis": 1}}, "method_params.stl: stl takes parameter\\(s\\) none, not \\['axis'\\]"),
+    ({"gttn_var": {"beta_lr": 0.1, "typo": 1}}, "method_params.gttn_var: gttn_var takes .*not \\['typo'\\]"),
+    ({"nope": {}}, "method_params: unknown method"),
+])
+def test_a_method_parameter_it_does_not_take_fails_when_the_plan_loads(tmp_path: Path, params: dict, message: str) -> None:
+    """Before, `tr: {k: 2}` loaded cleanly and every trial then failed."""
+    with pytest.raises(ValueError, match=message):
+        SweepPlan.load("synthetic", write_plan(tmp_path, methods="all", method_params=params))

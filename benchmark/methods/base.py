@@ -93,7 +93,7 @@ def method_class(name: str) -> type[MultiTaskModule]:
 def check_parameters(method: str, params: Mapping[str, Any], accepted: tuple[str, ...]) -> None:
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise ValueError(f"{method} takes parameter(s) {list(accepted)}, not {unknown}")
+        raise ValueError(f"{method} takes parameter(s) {list(accepted) or 'none'}, not {unknown}")
 
 
 def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
