@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .config import DATA_DIR_VARIABLE, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
+from .tracking import RecordWriteError, ensure_writable
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -102,8 +103,10 @@ def _train(args: argparse.Namespace) -> int:
     values["dataset_params"].update({key: getattr(args, key) for key in ("features", "backbone") if getattr(args, key)})
     try:
         config = TrainConfig.from_dict(values)
+        if args.out is not None:
+            ensure_writable(args.out)  # before training, not after it
         result = train(config, args.data_dir or default_data_dir(), args.out, progress=not args.no_progress)
-    except (ValueError, DataUnavailableError) as error:
+    except (ValueError, DataUnavailableError, RecordWriteError) as error:
         print(f"mtlbench train: {error}", file=sys.stderr)
         return 2
     except DivergedError as error:
@@ -147,6 +150,7 @@ def _sweep(args: argparse.Namespace) -> int:
             final_seeds=tuple(int(s) for s in _comma_list(args.final_seeds)) if args.final_seeds else None,
             protocol=protocol or None, variant=args.plan,
         )
+        ensure_writable(Path(args.out))
         inputs = plan.protocol.get("dataset_params", {})
         source = dataset_source(plan.dataset)
         source.verify(data_dir, inputs.get("features"), inputs.get("backbone"))

@@ -39,7 +39,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import TrainConfig
 from .sweep_plan import SearchDimension, SweepPlan
-from .tracking import Tracking, git_revision, new_run_id, package_versions, record_path, write_json_atomic
+from .tracking import (
+    RecordWriteError,
+    Tracking,
+    git_revision,
+    new_run_id,
+    package_versions,
+    record_path,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     from .train import RunResult
@@ -65,6 +73,12 @@ class Interrupted(BaseException):
 
 def raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
+
+
+class RecordNotWritten(BaseException):
+    """A trial trained but could not write its record: it is queued again, not counted as settled,
+    and the worker stops (every later trial would lose its record too). A BaseException, like
+    :class:`Interrupted`, so that Optuna does not close the trial as failed."""
 
 
 class SkippedTrial(Exception):
@@ -394,9 +408,10 @@ class Worker:
     def _run_one(self, study: optuna.Study, objective: Callable[[optuna.Trial], float]) -> None:
         try:
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        except (Interrupted, SystemExit, KeyboardInterrupt):
+        except (Interrupted, SystemExit, KeyboardInterrupt, RecordNotWritten) as stop:
             requeued = recover_interrupted(study, only_pid=os.getpid())
-            self.report(f"interrupted: trial(s) {requeued} of {study.study_name} queued again")
+            why = "its record could not be written" if isinstance(stop, RecordNotWritten) else "interrupted"
+            self.report(f"{why}: trial(s) {requeued} of {study.study_name} queued again")
             raise
 
     def _search_objective(self, studies: MethodStudies, trial: optuna.Trial) -> float:
@@ -465,6 +480,8 @@ class Worker:
         label = f"[w{self.index}] {studies.method} r{studies.train_ratio:g} {what} (#{trial.number}, {shown})"
         try:
             yield
+        except RecordWriteError as error:
+            raise RecordNotWritten(str(error)) from error
         except optuna.TrialPruned as pruned:
             self.report(f"{label}: pruned ({pruned})")
             self._record_unfinished(trial, config, job, PRUNED, str(pruned), time.perf_counter() - started)

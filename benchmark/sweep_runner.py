@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .sweep import (
     DEFAULT_STORAGE,
     Interrupted,
+    RecordNotWritten,
     MethodStudies,
     interrupts_raised,
     prepare,
@@ -203,6 +204,9 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
             run_worker(plan, storage_url, data_dir, args.out, args.worker_index)
         except Interrupted:
             return 130
+        except RecordNotWritten as error:
+            print(f"mtlbench sweep: {error}; the trial is queued again", file=sys.stderr)
+            return 1
         return 0
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
@@ -244,6 +248,10 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
         except (Interrupted, KeyboardInterrupt):
             bar.write("interrupted: running trials were queued again; run the same command to continue")
             return 130
+        except RecordNotWritten as error:
+            bar.write(f"mtlbench sweep: {error}\nthe trial was queued again; fix the records folder and run the "
+                      "same command to continue")
+            return 1
         _refresh(bar, studies)
     print("\n" + format_summary(summary_rows(studies)))
     print(f"\nfinal records: {args.out}/{plan.dataset}/<method>/ (job: final); `make leaderboard` tabulates them")

@@ -62,13 +62,32 @@ def new_run_id(seed: int) -> str:
     return f"{stamp}-s{seed}-{uuid.uuid4().hex[:8]}"
 
 
+class RecordWriteError(OSError):
+    """A run's record (or its split file) could not be written: the run is not settled, it is lost."""
+
+
 def write_json_atomic(path: Path, payload: Any) -> Path:
     """Write to a temporary name beside ``path``, then rename: a crash never leaves half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise RecordWriteError(f"cannot write the record {path}: {error}") from error
     return path
+
+
+def ensure_writable(directory: Path) -> None:
+    """Create ``directory`` and write a file in it, before any training: a run that cannot leave
+    its record would be trained for nothing (and, in a sweep, count as a finished trial)."""
+    probe = Path(directory) / f".write-check-{os.getpid()}"
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise RecordWriteError(f"cannot write records under {directory}: {error}") from error
 
 
 def record_path(out_dir: Path, dataset: str, method: str, run_id: str) -> Path:

@@ -23,6 +23,7 @@ from .data import MultiTaskDataModule, MultiTaskDataset, dataset_source
 from .methods import MultiTaskModule, method_class
 from .norms import mode_flattening, trace_norm
 from .tracking import (
+    RecordWriteError,
     Tracking,
     git_revision,
     new_run_id,
@@ -236,8 +237,11 @@ def _fit_and_test(
     if out_dir is not None:
         result.path = record_path(out_dir, config.dataset, config.method, record["run_id"])
         split_path = result.path.with_suffix(".split.pt")
-        split_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data.split_indices(), split_path)
+        try:
+            split_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(data.split_indices(), split_path)
+        except OSError as error:
+            raise RecordWriteError(f"cannot write the run's split {split_path}: {error}") from error
         record["split_file"] = split_path.name
     return result
 

@@ -699,3 +699,45 @@ def test_a_method_parameter_it_does_not_take_fails_when_the_plan_loads(tmp_path:
     """Before, `tr: {k: 2}` loaded cleanly and every trial then failed."""
     with pytest.raises(ValueError, match=message):
         SweepPlan.load("synthetic", write_plan(tmp_path, methods="all", method_params=params))
+
+
+# ---- I/O failures are failures ---------------------------------------------------------------
+
+
+def test_records_that_cannot_be_written_stop_the_sweep_before_any_training(tmp_path: Path, capsys) -> None:
+    plan_dir = write_plan(tmp_path / "plans")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    args = ["sweep", "--sweeps-dir", str(plan_dir), "--storage", f"sqlite:///{tmp_path}/optuna.db", "--out", str(blocker / "runs")]
+    assert main(args) == 2
+    assert f"cannot write records under {blocker / 'runs'}" in capsys.readouterr().err
+    assert not (tmp_path / "optuna.db").exists()  # nothing prepared, no trial spent
+    assert main(["train", "--out", str(blocker / "runs"), "--max-epochs", "1"]) == 2
+    assert "cannot write records under" in capsys.readouterr().err
+
+
+def test_a_record_lost_mid_sweep_fails_the_command_and_the_trial_runs_again(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The trial trained, its record could not be written: not a settled budget slot, a non-zero exit."""
+    import benchmark.train
+    from benchmark.tracking import RecordWriteError
+
+    plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=2, final_seeds=[1])
+    original = benchmark.train.write_json_atomic
+    calls = {"n": 0}
+
+    def disk_full_once(path, payload):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RecordWriteError(f"cannot write the record {path}: [Errno 28] No space left on device")
+        return original(path, payload)
+
+    monkeypatch.setattr(benchmark.train, "write_json_atomic", disk_full_once)
+    assert main(sweep_args(tmp_path, plan_dir)) == 1
+    assert "No space left on device" in capsys.readouterr().out
+    monkeypatch.setattr(benchmark.train, "write_json_atomic", original)
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    (studies,) = studies_of(load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db")
+    trials = studies.search_study().get_trials()
+    assert study_progress(studies.search_study(), 2).complete == 2  # both positions ran to a record
+    assert any("retry_of" in t.user_attrs and t.state == TrialState.COMPLETE for t in trials)
+    assert len(records(tmp_path / "runs", "sweep")) == 2 and len(records(tmp_path / "runs", "final")) == 1
