@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .config import DATA_DIR_VARIABLE, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
 from .tracking import RecordWriteError, ensure_writable
@@ -71,12 +72,13 @@ def _list(args: argparse.Namespace) -> int:
     from .norms import regulariser_names
 
     data_dir = args.data_dir or default_data_dir()
-    by_layering: dict[str, list[str]] = {}
+    by_paper: dict[Any, list[str]] = {}
     for name in method_names():
-        by_layering.setdefault(method_class(name).paper.layers, []).append(name)
+        by_paper.setdefault(method_class(name).paper, []).append(name)
     print("methods:      " + ", ".join(method_names()))
-    print("  each in its paper's layering (--layers paper): "
-          + "; ".join(f"{layers}: {', '.join(names)}" for layers, names in sorted(by_layering.items())))
+    print("  by default each runs under its family's protocol (--layers paper):")
+    for paper, names in sorted(by_paper.items(), key=lambda item: item[0].citation):
+        print(f"    layers {paper.layers}, as in {paper.citation}: {', '.join(names)}")
     print("regularisers: " + ", ".join(regulariser_names()))
     print(f"datasets (data directory {data_dir}):")
     for name in dataset_names():
@@ -349,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
     bench.add_argument("--sections", default="norms,batching,training,lazy,trained,cost",
-                       help="comma-separated sections (also: selection, about 15 min, not in the default)")
+                       help="comma-separated sections (also: selection, about 20 min, not in the default)")
     bench.add_argument("--repeats", type=_at_least(1), default=3, help="runs per timing (the median is reported)")
     bench.add_argument("--data-dir", type=Path, help=data_help)
     bench.add_argument("--out", type=Path, default=Path("results/bench"), help="where the CSVs and summary go")

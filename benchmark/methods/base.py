@@ -34,19 +34,18 @@ _METHODS: dict[str, type[MultiTaskModule]] = {}
 
 @dataclass(frozen=True)
 class Paper:
-    """The paper whose protocol a method follows: its citation, year and default layering.
+    """The paper whose protocol a method follows: its citation and default layering.
 
     ``layers``: "all" stacks and regularises every shareable layer; "head" shares the hidden
     layer(s) across tasks (Frobenius penalty) and puts the coupling term on the stacked heads.
     """
 
     citation: str
-    year: int
     layers: str
 
 
-TNRDMTL = Paper("Yang & Hospedales, Trace Norm Regularised Deep Multi-Task Learning, ICLR 2017 workshop", 2017, "all")
-GTTN = Paper("Zhang, Zhang & Wang, Multi-Task Learning via Generalized Tensor Trace Norm, KDD 2021", 2021, "head")
+TNRDMTL = Paper("Yang & Hospedales, Trace Norm Regularised Deep Multi-Task Learning, ICLR 2017 workshop", "all")
+GTTN = Paper("Zhang, Zhang & Wang, Multi-Task Learning via Generalized Tensor Trace Norm, KDD 2021", "head")
 
 
 class DivergedError(FloatingPointError):

@@ -129,14 +129,6 @@ class Regulariser(nn.Module):
                 return norms[list(modes)]
         return flattening_norms(weights, flattenings, memos)
 
-    def route_counts(self) -> dict[str, int]:
-        """How often each route was taken, summed over the flattenings (where counting was on)."""
-        counts: dict[str, int] = {}
-        for memo in self._route_memos.values():
-            for route, n in (memo.routes or {}).items():
-                counts[route] = counts.get(route, 0) + n
-        return counts
-
     def flattenings(self, shape: tuple[int, ...]) -> tuple[Flattening, ...]:
         raise NotImplementedError
 

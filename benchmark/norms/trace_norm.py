@@ -30,8 +30,9 @@ scaled by its largest eigenvalue (power iteration), converges to G^(-1/2) with a
 ||I - G Z^2|| that it computes for free each iteration; it stops once that residual is below
 ``NS_TOLERANCE`` (each eigen-direction is then within NS_TOLERANCE / 2 of the exact one, well
 inside the 1e-5 target). It gives way to the routes above where the Gram is beyond cond(G) 1e9
-(||Z||_F^2 bounds it: a rank-deficient or zero matrix, or singular values below ~3e-5 of the
-largest, which the Gram cannot resolve) or after ``NS_MAX_ITERATIONS``. It is chosen
+(read off Z, whose largest eigenvalue squared is cond(G): a rank-deficient or zero matrix, or
+singular values below ~3e-5 of the largest, which the Gram cannot resolve) or after
+``NS_MAX_ITERATIONS``. It is chosen
 automatically on CUDA tensors; ``BENCHMARK_TRACE_NORM_ROUTE=matmul`` (or :func:`trace_norm_route`)
 chooses it on the CPU too, ``eigh`` never.
 
