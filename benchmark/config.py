@@ -58,10 +58,12 @@ class TrainConfig:
             raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.layers not in LAYERINGS:
             raise ValueError(f"layers must be one of {', '.join(LAYERINGS)}, got {self.layers!r}")
-        if self.layers == "paper":
-            from .methods import method_class  # the registry imports this module
+        from .methods import method_class  # the registry imports this module
 
-            object.__setattr__(self, "layers", method_class(self.method).paper.layers)
+        method = method_class(self.method)
+        if self.layers == "paper":
+            object.__setattr__(self, "layers", method.paper.layers)
+        method.resolve_parameters(self.method_params)  # a parameter it does not take fails before any compute
         if self.lam < 0 or self.lr <= 0 or min(self.hidden, self.max_epochs, self.samples_per_class, self.penalty_every) < 1:
             raise ValueError(f"lam >= 0, lr > 0, hidden, max_epochs, samples_per_class, penalty_every >= 1 (got {self})")
 

@@ -46,11 +46,31 @@ def test_registry_equals_the_readme_methods_table() -> None:
     assert len(method_names()) == 14
 
 
-def test_method_parameters_are_checked() -> None:
-    with pytest.raises(ValueError, match=r"laf_tf takes parameter\(s\) \['eps', 'rank', 'prefit_epochs'\], not \['k'\]"):
-        built_module(tiny_config("laf_tf", method_params={"k": 2}))
+def test_method_parameters_are_checked_against_their_declaration_when_the_config_is_made() -> None:
+    """A parameter a method does not take, of the wrong type or out of range fails before any
+    compute (the config is made before the data loads), naming every valid parameter."""
+    with pytest.raises(ValueError, match=r"laf_tf takes parameter\(s\) eps \(float > 0, default 0.1\); rank .*; "
+                       r"prefit_epochs .*; not \['k'\]"):
+        tiny_config("laf_tf", method_params={"k": 2})
     with pytest.raises(ValueError, match="laf_i takes parameter.*axis.*not.*'d'"):
-        built_module(tiny_config("laf_i", method_params={"d": 2}))
+        tiny_config("laf_i", method_params={"d": 2})
+    with pytest.raises(ValueError, match="tr parameter d must be int, got 2.5"):
+        tiny_config("tr", method_params={"d": 2.5})
+    with pytest.raises(ValueError, match="tucker parameter per_flattening must be bool, got 1"):
+        tiny_config("tucker", method_params={"per_flattening": 1})
+    with pytest.raises(ValueError, match="gttn_meta parameter bound must be > 1, got 0.5"):
+        tiny_config("gttn_meta", method_params={"bound": 0.5})
+    with pytest.raises(ValueError, match=r"stl takes parameter\(s\) none; not \['axis'\]"):
+        tiny_config("stl", method_params={"axis": 1})
+
+
+def test_a_method_runs_with_its_declared_defaults_and_given_values() -> None:
+    module, _ = built_module(tiny_config("gttn_meta", method_params={"outer_every": 3}))
+    assert module.settings == {"holdout": 0.3, "outer_lr": 0.04, "outer_every": 3, "bound": 10.0}
+    assert module.outer_every == 3
+    tr, _ = built_module(tiny_config("tr", method_params={"d": 1, "per_flattening": True}))
+    assert [reg.d for reg in tr.regularisers] == [1] * len(tr.stacked_layers())
+    assert tr.per_flattening is True
 
 
 def test_unknown_method_names_the_valid_ones() -> None:

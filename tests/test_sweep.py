@@ -689,9 +689,9 @@ def test_a_sweep_runs_one_of_two_equal_methods_and_lists_the_other(tmp_path: Pat
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"tr": {"k": 2}}, "method_params.tr: tr takes parameter.*'d'.*not \\['k'\\]"),
+    ({"tr": {"k": 2}}, "method_params.tr: tr takes parameter.*d \\(int.*not \\['k'\\]"),
     ({"gttn_meta": {"bogus": 1}}, "method_params.gttn_meta: gttn_meta takes parameter.*outer_lr.*not \\['bogus'\\]"),
-    ({"stl": {"axis": 1}}, "method_params.stl: stl takes parameter\\(s\\) none, not \\['axis'\\]"),
+    ({"stl": {"axis": 1}}, "method_params.stl: stl takes parameter\\(s\\) none; not \\['axis'\\]"),
     ({"gttn_var": {"beta_lr": 0.1, "typo": 1}}, "method_params.gttn_var: gttn_var takes .*not \\['typo'\\]"),
     ({"nope": {}}, "method_params: unknown method"),
 ])

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..nets import MultiTaskNetwork, NetworkSpec, TaskLayer, build_network
 from ..norms import gttn_subsets
+from .parameters import Parameter, resolve
 
 _METHODS: dict[str, type[MultiTaskModule]] = {}
 
@@ -89,12 +90,6 @@ def method_class(name: str) -> type[MultiTaskModule]:
         raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}") from None
 
 
-def check_parameters(method: str, params: Mapping[str, Any], accepted: tuple[str, ...]) -> None:
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(f"{method} takes parameter(s) {list(accepted) or 'none'}, not {unknown}")
-
-
 def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per task of a (T, B, C) batch; label -1 marks padding."""
     per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp_min(0), reduction="none")
@@ -122,10 +117,12 @@ class MultiTaskModule(L.LightningModule):
     # validation part where the split has one, else ``holdout_ratio`` of train (GTTN meta).
     outer_batches: bool = False
     caveat: str = ""  # shown beside the method's results (e.g. a provisional definition)
+    declared_parameters: tuple[Parameter, ...] = ()  # what ``method_params`` may set, with defaults
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__()
         self.config = config
+        self.settings = self.resolve_parameters(config.method_params)  # every parameter, defaults filled
         self.task_names = list(task_names)
         self.network: MultiTaskNetwork = build_network(
             spec, config.hidden, share_hidden=self.shares_hidden or config.layers == "head"
@@ -134,6 +131,11 @@ class MultiTaskModule(L.LightningModule):
         self._objective_calls = 0
         self._last_penalty = torch.zeros(())
         self.epoch_metrics: dict[str, dict[str, float]] = {}  # stage -> metrics of the last pass
+
+    @classmethod
+    def resolve_parameters(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The method's parameters from ``given`` (checked against :attr:`declared_parameters`), defaults filled."""
+        return resolve(cls.name, cls.declared_parameters, given)
 
     @classmethod
     def holdout_ratio(cls, params: Mapping[str, Any]) -> float:

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..config import TrainConfig
-from ..nets import NetworkSpec
-from .base import MultiTaskModule, check_parameters, register
+from .base import MultiTaskModule, register
 
 
 class FrobeniusMethod(MultiTaskModule):
     """lambda x sum over the shareable layers of ||W||_F^2 (stacked here, shared in the base class)."""
-
-    def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
-        super().__init__(spec, config, task_names)
-        check_parameters(self.name, config.method_params, ())
 
     def coupling(self) -> torch.Tensor:
         return sum((layer.weight.pow(2).sum() for layer in self.stacked_layers()), torch.zeros((), device=self.device))

@@ -37,9 +37,8 @@ from torch.func import functional_call, grad
 from ..config import TrainConfig
 from ..nets import NetworkSpec
 from ..norms import RouteMemo, gttn_subsets, gttn_weighted_norm
-from .base import GTTN, MultiTaskModule, check_parameters, divergence_reported, flattening_weight_state, register, task_losses
-
-PARAMETERS = ("holdout", "outer_lr", "outer_every", "bound")
+from .base import GTTN, MultiTaskModule, divergence_reported, flattening_weight_state, register, task_losses
+from .parameters import Parameter, at_least, positive
 
 
 def bounded_weights(beta: torch.Tensor, bound: float) -> torch.Tensor:
@@ -64,18 +63,20 @@ def adam_update(gradient: torch.Tensor, state: Mapping[str, Any], lr: float, bet
 class GeneralizedTraceNormMeta(MultiTaskModule):
     paper = GTTN
     outer_batches = True
+    declared_parameters = (
+        Parameter("holdout", float, 0.3, "part of train for the outer loss where the split has no validation part",
+                  lambda v: 0 < v < 1, "in (0, 1)"),
+        Parameter("outer_lr", float, 0.04, "Adam learning rate of the weight logits beta", positive, "> 0"),
+        Parameter("outer_every", int, 5, "inner steps per outer (meta) step", at_least(1), ">= 1"),
+        Parameter("bound", float, 10.0, "alpha stays within [1/(bound N), bound/N]", lambda v: v > 1, "> 1"),
+    )
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
         self.require_stacked_layers()
-        params = config.method_params
-        check_parameters(self.name, params, PARAMETERS)
-        self.outer_lr = float(params.get("outer_lr", 0.04))
-        self.outer_every = int(params.get("outer_every", 5))
-        self.bound = float(params.get("bound", 10.0))
-        if self.bound <= 1 or self.outer_lr <= 0 or self.outer_every < 1:
-            raise ValueError(f"gttn_meta: need bound > 1, outer_lr > 0, outer_every >= 1 (got bound={self.bound}, "
-                             f"outer_lr={self.outer_lr}, outer_every={self.outer_every})")
+        self.outer_lr = self.settings["outer_lr"]
+        self.outer_every = self.settings["outer_every"]
+        self.bound = self.settings["bound"]
         self.automatic_optimization = False
         # Lightning's global_step also counts the outer optimiser's steps, so count inner steps here.
         self.inner_steps = 0
@@ -92,8 +93,7 @@ class GeneralizedTraceNormMeta(MultiTaskModule):
 
     @classmethod
     def holdout_ratio(cls, params: Mapping[str, Any]) -> float:
-        check_parameters(cls.name, params, PARAMETERS)
-        return float(params.get("holdout", 0.3))
+        return cls.resolve_parameters(params)["holdout"]
 
     def alphas(self) -> list[torch.Tensor]:
         return [bounded_weights(beta, self.bound) for beta in self.logits]

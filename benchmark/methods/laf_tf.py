@@ -10,8 +10,6 @@ penalty of a shared layer (``layers=head``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +17,8 @@ from torch.nn.utils import parametrize
 
 from ..config import TrainConfig
 from ..nets import NetworkSpec
-from .base import MultiTaskModule, check_parameters, register, task_losses
+from .base import MultiTaskModule, register, task_losses
+from .parameters import Parameter, at_least, positive
 
 
 def truncation_rank(singular_values: torch.Tensor, eps: float) -> int:
@@ -51,13 +50,18 @@ class SharedTaskFactors(nn.Module):
 
 @register("laf_tf")
 class LastAxisFactorisation(MultiTaskModule):
+    declared_parameters = (
+        Parameter("eps", float, 0.1, "relative Frobenius error allowed when truncating to rank K", positive, "> 0"),
+        Parameter("rank", int, None, "a fixed rank instead of the eps rule", at_least(1), ">= 1"),
+        Parameter("prefit_epochs", int, 5, "epochs of unregularised single-task fit before factorising",
+                  at_least(0), ">= 0"),
+    )
+
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
-        params: Mapping[str, Any] = config.method_params
-        check_parameters(self.name, params, ("eps", "rank", "prefit_epochs"))
-        self.eps = float(params.get("eps", 0.1))
-        self.fixed_rank = params.get("rank")
-        self.prefit_epochs = int(params.get("prefit_epochs", 5))
+        self.eps = self.settings["eps"]
+        self.fixed_rank = self.settings["rank"]
+        self.prefit_epochs = self.settings["prefit_epochs"]
         self.factors: list[SharedTaskFactors] = []
 
     def setup(self, stage: str) -> None:

@@ -27,22 +27,24 @@ from ..config import TrainConfig
 from ..nets import NetworkSpec
 from ..norms import regulariser
 from .base import GTTN, TNRDMTL, MultiTaskModule, Paper, flattening_weight_state, register
+from .parameters import Parameter, at_least, positive
+
+PER_FLATTENING = Parameter("per_flattening", bool, False,
+                           "lambda weighs each flattening (lambda x sum_j) instead of their mean (TNRDMTL's gamma)")
 
 
 class TraceNormMethod(MultiTaskModule):
     regulariser_name: str
-    # Parameters of the method itself, with their defaults; every other one goes to the regulariser.
-    own_parameters: dict[str, Any] = {"per_flattening": False}
+    declared_parameters = (PER_FLATTENING,)
+    regulariser_parameters: tuple[str, ...] = ()  # the parameters passed on to the regulariser
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__(spec, config, task_names)
         self.require_stacked_layers()
-        params = dict(config.method_params)
-        own = {name: params.pop(name, default) for name, default in self.own_parameters.items()}
-        self.per_flattening = bool(own["per_flattening"])
-        self.method_settings = own
+        self.per_flattening = self.settings["per_flattening"]
+        passed = {name: self.settings[name] for name in self.regulariser_parameters}
         self.regularisers = nn.ModuleList(
-            regulariser(self.regulariser_name, ndim=layer.weight.ndim, **params) for layer in self.stacked_layers()
+            regulariser(self.regulariser_name, ndim=layer.weight.ndim, **passed) for layer in self.stacked_layers()
         )
 
     def coupling(self) -> torch.Tensor:
@@ -86,12 +88,11 @@ class LearnedWeightsMethod(TraceNormMethod):
     parameter) lets alpha move to the flattenings of least norm, as the GTTN slides describe.
     """
 
-    own_parameters = {**TraceNormMethod.own_parameters, "beta_lr": 0.05}
+    declared_parameters = (*TraceNormMethod.declared_parameters,
+                  Parameter("beta_lr", float, 0.05, "Adam learning rate of the flattening logits", positive, "> 0"))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        beta_lr = float(self.method_settings["beta_lr"])
-        if beta_lr <= 0:
-            raise ValueError(f"{self.name}: beta_lr must be > 0, got {beta_lr}")
+        beta_lr = self.settings["beta_lr"]
         return torch.optim.Adam([
             {"params": list(self.network.parameters()), "lr": self.config.lr},
             {"params": list(self.regularisers.parameters()), "lr": beta_lr},
@@ -99,12 +100,19 @@ class LearnedWeightsMethod(TraceNormMethod):
 
 
 def _trace_norm_method(method: str, doc: str, paper: Paper, caveat: str = "",
-                       base: type[TraceNormMethod] = TraceNormMethod) -> type[TraceNormMethod]:
-    attributes = {"regulariser_name": method, "__doc__": doc, "caveat": caveat, "paper": paper}
+                       base: type[TraceNormMethod] = TraceNormMethod,
+                       own: tuple[Parameter, ...] = ()) -> type[TraceNormMethod]:
+    """Register ``method``; ``own``: the parameters of its regulariser, declared with the method."""
+    attributes = {"regulariser_name": method, "__doc__": doc, "caveat": caveat, "paper": paper,
+                  "declared_parameters": (*base.declared_parameters, *own), "regulariser_parameters": tuple(p.name for p in own)}
     return register(method)(type(f"TraceNorm_{method}", (base,), attributes))
 
 
 _CAVEATS = {"prod": "provisional: the GTTN paper's rank-product baseline has no identified source"}
+_REGULARISER_PARAMETERS = {
+    "laf_i": (Parameter("axis", int, 0, "the mode whose flattening is regularised", at_least(0), ">= 0"),),
+    "tr": (Parameter("d", int, 2, "modes per ring segment", at_least(1), ">= 1"),),
+}
 
 for _name, (_doc, _paper) in {
     "laf": ("LAF: ||W_(p)||_* of the task-axis flattening (Yang & Hospedales 2017).", TNRDMTL),
@@ -117,7 +125,7 @@ for _name, (_doc, _paper) in {
     "gttn_min": ("GTTN min: the smallest flattening trace norm (Zhang et al. 2021).", GTTN),
     "gttn_max": ("GTTN max: the largest flattening trace norm (Zhang et al. 2021).", GTTN),
 }.items():
-    _trace_norm_method(_name, _doc, _paper, caveat=_CAVEATS.get(_name, ""))
+    _trace_norm_method(_name, _doc, _paper, caveat=_CAVEATS.get(_name, ""), own=_REGULARISER_PARAMETERS.get(_name, ()))
 
 _trace_norm_method(
     "gttn_var", "GTTN variable: softmax-weighted flattenings, weights learned with W at their own "
