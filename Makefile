@@ -18,7 +18,7 @@ PLAN    ?=
 DATA_DIR ?=
 WANDB_RUNS := $(wildcard results/wandb/offline-run-*)
 
-.PHONY: help install test data features sweep leaderboard bench sync clean
+.PHONY: help install test test-fast data features sweep leaderboard bench sync clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ install: $(BIN)/python ## create .venv and install the suite with its test extra
 
 test: ## run the test suite
 	WANDB_MODE=disabled $(BIN)/python -m pytest
+
+test-fast: ## the tests not marked slow (about 2 minutes): the development lane
+	WANDB_MODE=disabled $(BIN)/python -m pytest -m "not slow"
 
 data: ## download (where a URL exists), verify and report a dataset: DATASET= DATA_DIR=
 	$(BIN)/mtlbench data $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))

@@ -212,9 +212,9 @@ def _time_training(job: dict[str, Any]) -> dict[str, Any]:
     from .config import TrainConfig
     from .data import MultiTaskDataModule, dataset_source
     from .methods import method_class
-    from .train import _quiet_lightning
+    from .train import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     torch.manual_seed(0)
     config = TrainConfig.from_dict(job["config"])
     dataset = dataset_source(config.dataset).load(Path(job["data_dir"]), **config.dataset_params)
@@ -285,9 +285,9 @@ def bench_lazy(data_dir: Path, seeds: tuple[int, ...], every: int, progress: Cal
                                      penalty_every=penalty_every, layers="all")
                 record = train(config, data_dir, out_dir=None, progress=False).record
                 rows.append({"method": method, "penalty_every": penalty_every, "seed": seed,
-                             "test_err_mean": record["test_err_mean"], "wall_time_s": record["wall_time_s"]})
+                             "test_err_mean": record.test_err_mean, "wall_time_s": record.wall_time_s})
                 progress(f"lazy  {method:<8} every {penalty_every}  seed {seed}  test err "
-                         f"{record['test_err_mean']:.4f}  {record['wall_time_s']:.1f} s")
+                         f"{record.test_err_mean:.4f}  {record.wall_time_s:.1f} s")
     return pd.DataFrame(rows)
 
 
@@ -408,11 +408,12 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
 
 def bench_cost(runs_dir: Path = Path("results/runs"), progress: Callable[[str], None] = print) -> pd.DataFrame:
     """Run time summed per dataset, protocol version, train ratio and job, from the records."""
-    from .leaderboard import read_records, table_variant
+    from .board.tables import table_variant
+    from .records import FINAL, SEARCH, STATES, read_records
 
-    records = read_records(runs_dir, jobs=("sweep", "final"), states=("complete", "pruned", "failed")).runs
-    rows = [{"dataset": r["dataset"], "protocol": table_variant(r) or "current", "train_ratio": r["config"]["train_ratio"],
-             "job": r["job"], "method": r["method"], "wall_time_s": r.get("wall_time_s", 0.0)} for r in records]
+    records = read_records(runs_dir, jobs=(SEARCH, FINAL), states=STATES).runs
+    rows = [{"dataset": r.dataset, "protocol": table_variant(r) or "current", "train_ratio": r.train_ratio,
+             "job": r.job, "method": r.method, "wall_time_s": r.wall_time_s} for r in records]
     if not rows:
         progress(f"cost  no records under {runs_dir}")
         return pd.DataFrame()
@@ -447,7 +448,7 @@ def bench_selection(data_dir: Path, method: str = "stl", train_ratio: float = 0.
                 record = train(config, data_dir, out_dir=None, progress=False).record
                 rows.append({"method": method, "train_ratio": train_ratio, "lam": lam, "hidden": hidden, "seed": seed,
                              "split": "search" if seed in search_seeds else "final",
-                             "val_err": 1 - record["val_acc_mean"], "test_err": record["test_err_mean"]})
+                             "val_err": record.val_err, "test_err": record.test_err_mean})
             progress(f"selection  {method} lam {lam:g} hidden {hidden}: mean test err "
                      f"{statistics.mean(r['test_err'] for r in rows[-len(final_seeds):]):.4f}")
     return pd.DataFrame(rows)
@@ -657,3 +658,28 @@ def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
     if section == "trained":
         return bench_trained(data_dir, repeats=max(repeats, 15))
     return bench_lazy(data_dir, seeds=(1, 2, 3), every=4)
+
+
+def run_bench(sections: list[str], repeats: int, data_dir: Path, out_dir: Path) -> list[Path]:
+    """Run ``sections``; write each one's CSV as it finishes (a cut-off run keeps what it measured)
+    and ``summary.md`` over them and the sections earlier runs left in ``out_dir``."""
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables, written = {}, []
+    started = time.perf_counter()
+    for section in sections:
+        tables[section] = run_section(section, repeats, data_dir)
+        if not tables[section].empty:
+            path = out_dir / f"{section}.csv"
+            tables[section].to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+            written.append(path)
+    for section in set(SECTIONS) - set(sections):  # the summary keeps what earlier runs measured
+        if (out_dir / f"{section}.csv").exists():
+            tables[section] = pd.read_csv(out_dir / f"{section}.csv")
+    settings = (f"Sections {', '.join(sections)} measured in this run (the others, where shown, in an earlier one); "
+                f"medians of {repeats} runs (training: the median step of 20 "
+                f"steps on SURF, 2 on Omniglot); data {data_dir}; the run took {(time.perf_counter() - started) / 60:.0f} min.")
+    (out_dir / "summary.md").write_text(summary_markdown(tables, settings))
+    return [*written, out_dir / "summary.md"]

@@ -10,8 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .data.source import DEFAULT_BACKBONE
 from .config import DATA_DIR_VARIABLE, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
-from .tracking import RecordWriteError, ensure_writable
+from .records import RecordWriteError, RunRecord, ensure_writable
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -23,7 +24,7 @@ def _data(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"mtlbench data: {error}", file=sys.stderr)
         return 2
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data_dir
     try:
         complete = fetch_and_report(source, data_dir, download=not args.no_download, progress=not args.no_progress)
     except DataUnavailableError as error:
@@ -38,7 +39,7 @@ def _features(args: argparse.Namespace) -> int:
     from .data.gttn_text import import_gttn_text
     from .data.images import ImageDatasetSource
 
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data_dir
     try:
         source = dataset_source(args.dataset)
         if not isinstance(source, ImageDatasetSource):
@@ -56,7 +57,7 @@ def _features(args: argparse.Namespace) -> int:
         print(f"mtlbench features: {error}", file=sys.stderr)
         return 2
     print(f"features: {directory} (train with `mtlbench train --dataset {args.dataset} --features {args.layer}"
-          f"{'' if args.backbone == 'vgg19' else ' --backbone ' + args.backbone}`)")
+          f"{'' if args.backbone == DEFAULT_BACKBONE else ' --backbone ' + args.backbone}`)")
     return 0
 
 
@@ -71,7 +72,7 @@ def _list(args: argparse.Namespace) -> int:
     from .methods import method_class, method_names
     from .norms import regulariser_names
 
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = args.data_dir
     by_paper: dict[Any, list[str]] = {}
     for name in method_names():
         by_paper.setdefault(method_class(name).paper, []).append(name)
@@ -79,6 +80,11 @@ def _list(args: argparse.Namespace) -> int:
     print("  by default each runs under its family's protocol (--layers paper):")
     for paper, names in sorted(by_paper.items(), key=lambda item: item[0].citation):
         print(f"    layers {paper.layers}, as in {paper.citation}: {', '.join(names)}")
+    print("  parameters (--param KEY=VALUE, or method_params in a plan):")
+    for name in method_names():
+        declared = method_class(name).declared_parameters
+        if declared:
+            print(f"    {name}: " + "; ".join(p.describe() for p in declared))
     print("regularisers: " + ", ".join(regulariser_names()))
     print(f"datasets (data directory {data_dir}):")
     for name in dataset_names():
@@ -107,7 +113,7 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_dict(values)
         if args.out is not None:
             ensure_writable(args.out)  # before training, not after it
-        result = train(config, args.data_dir or default_data_dir(), args.out, progress=not args.no_progress)
+        result = train(config, args.data_dir, args.out, progress=not args.no_progress)
     except (ValueError, DataUnavailableError, RecordWriteError) as error:
         print(f"mtlbench train: {error}", file=sys.stderr)
         return 2
@@ -120,16 +126,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(record: dict) -> None:
-    print(f"\n{record['dataset']} / {record['method']}  seed {record['seed']}  "
-          f"selection: {record['selection']} (epoch {record['selected_epoch']})")
+def _print_summary(record: RunRecord) -> None:
+    print(f"\n{record.dataset} / {record.method}  seed {record.seed}  "
+          f"selection: {record.selection} (epoch {record.selected_epoch})")
     print(f"  {'task':<24}{'val acc':>10}{'test acc':>10}{'test err':>10}")
-    for task, m in record["tasks"].items():
+    for task, m in record.tasks.items():
         val = "-" if m["val_acc"] is None else f"{m['val_acc']:.4f}"
         print(f"  {task:<24}{val:>10}{m['test_acc']:>10.4f}{m['test_err']:>10.4f}")
-    val_mean = "-" if record["val_acc_mean"] is None else f"{record['val_acc_mean']:.4f}"
-    print(f"  {'mean':<24}{val_mean:>10}{record['test_acc_mean']:>10.4f}{record['test_err_mean']:>10.4f}")
-    print(f"  wall time {record['wall_time_s']:.1f} s")
+    val_mean = "-" if record.val_acc_mean is None else f"{record.val_acc_mean:.4f}"
+    print(f"  {'mean':<24}{val_mean:>10}{record.test_acc_mean:>10.4f}{record.test_err_mean:>10.4f}")
+    print(f"  wall time {record.wall_time_s:.1f} s")
 
 
 def _comma_list(text: str) -> list[str]:
@@ -137,42 +143,32 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .data import DataUnavailableError, dataset_source
-    from .sweep_plan import SweepPlan
+    from .data import DataUnavailableError
+    from .sweep.command import resolve_job, run_spawned_worker, run_sweep
 
-    data_dir = args.data_dir or default_data_dir()
-    # A variant's records stay apart: the leaderboard keeps one configuration per method and table.
-    args.out = args.out or (Path("results/variants") / f"{args.dataset}_{args.plan}" if args.plan else Path("results/runs"))
-    protocol: dict = {"train_ratio": [float(r) for r in _comma_list(args.train_ratio)]} if args.train_ratio else {}
-    if args.features:
-        protocol["dataset_params"] = {"features": args.features, **({"backbone": args.backbone} if args.backbone else {})}
+    if args.job:  # a worker process the command below started
+        return run_spawned_worker(args.job, args.worker_index or 0)
     try:
-        plan = SweepPlan.load(
-            args.dataset, args.sweeps_dir, methods=args.methods, trials=args.trials,
-            final_seeds=tuple(int(s) for s in _comma_list(args.final_seeds)) if args.final_seeds else None,
-            protocol=protocol or None, variant=args.plan,
+        job = resolve_job(
+            args.dataset, args.data_dir, args.out, args.storage, args.sweeps_dir, args.plan, args.methods, args.trials,
+            args.final_seeds, args.train_ratio,
+            args.features, args.backbone,
         )
-        ensure_writable(Path(args.out))
-        inputs = plan.protocol.get("dataset_params", {})
-        source = dataset_source(plan.dataset)
-        source.verify(data_dir, inputs.get("features"), inputs.get("backbone"))
-        # Which methods coincide depends on the tensors' orders, so on the dataset's network.
-        plan = plan.with_coincidences(source.load(Path(data_dir), **inputs).network_spec)
     except (ValueError, DataUnavailableError, OSError) as error:
         print(f"mtlbench sweep: {error}", file=sys.stderr)
         return 2
-    from .sweep_runner import run_sweep
-
-    return run_sweep(plan, args, data_dir)
+    gpus = _comma_list(args.gpus) if args.gpus else []
+    return run_sweep(job, args.workers or max(len(gpus), 1), gpus, args.searches_settled)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from .leaderboard import build_leaderboard
+    from .board.leaderboard import build_leaderboard
 
     if not args.runs.is_dir():
         print(f"mtlbench leaderboard: no run records at {args.runs} (run `make sweep` first)", file=sys.stderr)
         return 2
-    written, notices = build_leaderboard(args.runs, args.out, jobs=_comma_list(args.jobs), plots=not args.no_plots)
+    written, notices = build_leaderboard(args.runs, args.out, jobs=_comma_list(args.jobs), plots=not args.no_plots,
+                                         reference_dir=args.reference)
     for notice in notices:
         print(f"mtlbench leaderboard: {notice}", file=sys.stderr)
     if not written:
@@ -186,11 +182,9 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _curves(args: argparse.Namespace) -> int:
-    from .leaderboard import read_records
-    from .leaderboard_plots import draw_validation_curves
+    from .board.leaderboard import build_curves
 
-    records = read_records(args.runs, jobs=_comma_list(args.jobs)) if args.runs.is_dir() else None
-    written = draw_validation_curves(records.runs, args.out) if records else []
+    written = build_curves(args.runs, args.out, _comma_list(args.jobs))
     if not written:
         print(f"mtlbench curves: no records of job(s) {args.jobs} with a validation part under {args.runs}", file=sys.stderr)
         return 1
@@ -199,31 +193,14 @@ def _curves(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from . import bench
 
-    sections = _comma_list(args.sections)
-    unknown = sorted(set(sections) - set(bench.SECTIONS))
-    if unknown:
-        print(f"mtlbench bench: unknown section(s) {unknown}; valid: {', '.join(bench.SECTIONS)}", file=sys.stderr)
+    try:
+        written = bench.run_bench(_comma_list(args.sections), args.repeats, args.data_dir, args.out)
+    except ValueError as error:
+        print(f"mtlbench bench: {error}", file=sys.stderr)
         return 2
-    data_dir = args.data_dir or default_data_dir()
-    args.out.mkdir(parents=True, exist_ok=True)
-    tables = {}
-    started = time.perf_counter()
-    for section in sections:
-        tables[section] = bench.run_section(section, args.repeats, data_dir)
-        if not tables[section].empty:  # written as it finishes: a cut-off run keeps what it measured
-            tables[section].to_csv(args.out / f"{section}.csv", index=False, float_format="%.6g", lineterminator="\n")
-    for section in set(bench.SECTIONS) - set(sections):  # the summary keeps what earlier runs measured
-        if (args.out / f"{section}.csv").exists():
-            tables[section] = pd.read_csv(args.out / f"{section}.csv")
-    settings = (f"Sections {', '.join(sections)} measured in this run (the others, where shown, in an earlier one); "
-                f"medians of {args.repeats} runs (training: the median step of 20 "
-                f"steps on SURF, 2 on Omniglot); data {data_dir}; the run took {(time.perf_counter() - started) / 60:.0f} min.")
-    (args.out / "summary.md").write_text(bench.summary_markdown(tables, settings))
-    print(f"wrote {args.out}/{{{','.join(sections)}}}.csv and {args.out}/summary.md")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -237,6 +214,24 @@ def _at_least(minimum: int) -> Callable[[str], int]:
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
+    return parse
+
+
+def _comma_separated(kind: type, valid: Callable[[Any], bool], rule: str) -> Callable[[str], list]:
+    """An argparse type: a comma-separated list of ``kind`` values, each ``rule``."""
+    def parse(text: str) -> list:
+        values = []
+        for item in _comma_list(text):
+            try:
+                value = kind(item)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {item!r}") from None
+            if not valid(value):
+                raise argparse.ArgumentTypeError(f"each value must be {rule}, got {value}")
+            values.append(value)
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        return values
     return parse
 
 
@@ -267,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest (backbone, layer, weights, image list, checksums). A verified cache is reused; a corrupt one is "
         "rebuilt; an interrupted run continues. --from-gttn-text imports the GTTN paper's feature text files instead.")
     features.add_argument("dataset", help="dataset name")
-    features.add_argument("--backbone", default="vgg19", help="torchvision backbone (default vgg19)")
+    features.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"torchvision backbone (default {DEFAULT_BACKBONE})")
     features.add_argument("--layer", default="fc7", help="fc7 (4096-d) or pool5 (7 x 7 x 512) for vgg19")
     features.add_argument("--weights", default="imagenet",
                           help="imagenet (torchvision's download), a state-dict file PATH, or random (tests only)")
@@ -316,8 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dataset", default="synthetic", help="dataset name (default synthetic)")
     sweep.add_argument("--methods", help="all, or a comma-separated list (default: the plan's)")
     sweep.add_argument("--trials", type=_at_least(0), help="search trials per method (default: the plan's)")
-    sweep.add_argument("--final-seeds", help="comma-separated seeds of the final runs (default: the plan's)")
-    sweep.add_argument("--train-ratio", help="comma-separated train ratios, one study each (default: the plan's)")
+    sweep.add_argument("--final-seeds", type=_comma_separated(int, lambda seed: seed >= 0, ">= 0"),
+                       help="comma-separated seeds of the final runs (default: the plan's)")
+    sweep.add_argument("--train-ratio", type=_comma_separated(float, lambda ratio: 0 < ratio < 1, "in (0, 1)"),
+                       help="comma-separated train ratios, one study each (default: the plan's)")
     sweep.add_argument("--features", help="the dataset's input, e.g. fc7 or pool5 (default: the plan's, else the dataset's)")
     sweep.add_argument("--backbone", help="backbone of --features (default vgg19)")
     sweep.add_argument("--workers", type=_at_least(1), help="worker processes on this machine (default 1, or one per GPU)")
@@ -333,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--searches-settled", action="store_true",
                        help="rebuilding a lost storage from the records: count each search's positions that left "
                             "no record as settled (pruned or failed, as your logs say) instead of running them again")
-    sweep.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set for spawned workers
+    sweep.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # a spawned worker: the resolved job's file
+    sweep.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     sweep.set_defaults(handler=_sweep)
 
     board = commands.add_parser("leaderboard", help="tables and plots from the run records")
@@ -341,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", type=Path, default=Path("results/leaderboard"), help="where tables and plots go")
     board.add_argument("--jobs", default="final", help="comma-separated record jobs to tabulate: final, train, sweep")
     board.add_argument("--no-plots", action="store_true", help="tables only")
+    board.add_argument("--reference", type=Path, default=Path("results/reference"),
+                       help="published results and method notes shown beside the records (default results/reference)")
     board.set_defaults(handler=_leaderboard)
 
     curves = commands.add_parser("curves", help="validation accuracy per epoch of every run, one figure per dataset")
@@ -361,4 +361,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_dir", "absent") is None:  # resolved once, here: $BENCHMARK_DATA_DIR or datasets/
+        args.data_dir = default_data_dir()
     return args.handler(args)

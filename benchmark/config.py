@@ -11,14 +11,6 @@ from typing import Any
 
 DATA_DIR_VARIABLE = "BENCHMARK_DATA_DIR"
 
-# What the methods mean, as a number every record carries; the leaderboard never mixes versions.
-# 1: every method on every shareable layer (`layers: all`), GTTN meta's outer loss on a carve-out
-#    of train, GTTN variable's logits at the network's learning rate, search seeds shared by methods.
-# 2: each method under its paper's layering (the GTTN family shares the hidden layer, Frobenius
-#    penalty, and puts the tensor norm on the heads), GTTN meta's outer loss on the validation
-#    part with an Adam virtual step and bounded unnormalised weights, GTTN variable's logits at
-#    their own learning rate, a guided search with a sampler seed per study.
-PROTOCOL_VERSION = 2
 LAYERINGS = ("all", "head", "paper")
 
 
@@ -43,7 +35,8 @@ class TrainConfig:
     samples_per_class: int = 2  # batch per task = samples_per_class x classes of the widest task
     class_balanced: bool = True
     # "all": hidden and heads stacked and regularised; "head": hidden shared (Frobenius), heads
-    # stacked; "paper": the method's paper's layering, resolved to one of the two on construction.
+    # stacked; "paper": the method's paper's layering, resolved to one of the two before a run
+    # (benchmark.methods.resolve_config: the record and the study hold the one that ran).
     layers: str = "paper"
     # Lazy regularisation: the coupling term only every k-th step, weighted k (an approximation;
     # 1 = every step, exact). Saves the trace norms' cost on the other steps.
@@ -58,12 +51,6 @@ class TrainConfig:
             raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.layers not in LAYERINGS:
             raise ValueError(f"layers must be one of {', '.join(LAYERINGS)}, got {self.layers!r}")
-        from .methods import method_class  # the registry imports this module
-
-        method = method_class(self.method)
-        if self.layers == "paper":
-            object.__setattr__(self, "layers", method.paper.layers)
-        method.resolve_parameters(self.method_params)  # a parameter it does not take fails before any compute
         if self.lam < 0 or self.lr <= 0 or min(self.hidden, self.max_epochs, self.samples_per_class, self.penalty_every) < 1:
             raise ValueError(f"lam >= 0, lr > 0, hidden, max_epochs, samples_per_class, penalty_every >= 1 (got {self})")
 

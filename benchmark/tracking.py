@@ -1,9 +1,8 @@
-"""Run tracking: one JSON record per finished run, and the W&B run beside it.
+"""Run tracking: the W&B run beside each run's record (:mod:`benchmark.records`).
 
-Results live in files (DESIGN.md): every finished run writes one record, atomically; the
-leaderboard is rebuilt from those records alone. W&B is a view of the same runs, for the
-dashboard. This module is the only one that talks to W&B: ``mtlbench train`` and every sweep
-trial and final run open their W&B run through :func:`wandb_run`.
+Results live in the records (DESIGN.md); the leaderboard is rebuilt from them alone. W&B is a
+view of the same runs, for the dashboard. This module is the only one that talks to W&B:
+``mtlbench train`` and every sweep trial and final run open their W&B run through :func:`wandb_run`.
 
 W&B never stops a run: with no API key the run is written offline (``make sync`` uploads it
 later), an online start that fails falls back to offline, and an offline start that fails
@@ -12,86 +11,17 @@ falls back to a disabled run, with a warning each time.
 
 from __future__ import annotations
 
-import json
 import netrc
 import os
-import platform
-import subprocess
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 WANDB_PROJECT = "mtl-trace-norm-benchmark"  # overridden by $WANDB_PROJECT
 WANDB_ROOT = Path("results")  # runs land in results/wandb/; overridden by $WANDB_DIR
-
-PACKAGES = ("torch", "lightning", "numpy", "optuna", "wandb", "mtl-trace-norm-benchmark")
-
-
-def git_revision() -> str:
-    """The checkout's commit, with ``-dirty`` when tracked files outside ``results/`` differ from it;
-    ``unknown`` outside git. The suite's own output (new records, rebuilt tables) is not a change
-    to the code that produced a run: counting it marked 462 of 475 committed records dirty."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
-                               cwd=root, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def new_run_id(seed: int) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-s{seed}-{uuid.uuid4().hex[:8]}"
-
-
-class RecordWriteError(OSError):
-    """A run's record (or its split file) could not be written: the run is not settled, it is lost."""
-
-
-def write_json_atomic(path: Path, payload: Any) -> Path:
-    """Write to a temporary name beside ``path``, then rename: a crash never leaves half a record."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, path)
-    except OSError as error:
-        raise RecordWriteError(f"cannot write the record {path}: {error}") from error
-    return path
-
-
-def ensure_writable(directory: Path) -> None:
-    """Create ``directory`` and write a file in it, before any training: a run that cannot leave
-    its record would be trained for nothing (and, in a sweep, count as a finished trial)."""
-    probe = Path(directory) / f".write-check-{os.getpid()}"
-    try:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise RecordWriteError(f"cannot write records under {directory}: {error}") from error
-
-
-def record_path(out_dir: Path, dataset: str, method: str, run_id: str) -> Path:
-    return Path(out_dir) / dataset / method / f"{run_id}.json"
 
 
 @dataclass(frozen=True)

@@ -18,20 +18,24 @@ from typing import Any
 import lightning as L
 import torch
 
-from .config import PROTOCOL_VERSION, TrainConfig
+from .config import TrainConfig
 from .data import MultiTaskDataModule, MultiTaskDataset, dataset_source
-from .methods import MultiTaskModule, method_class
+from .methods import MultiTaskModule, method_class, resolve_config
 from .norms import mode_flattening, trace_norm
-from .tracking import (
+from .records import (
+    COMPLETE,
+    PROTOCOL_VERSION,
     RecordWriteError,
-    Tracking,
+    RunRecord,
     git_revision,
+    metric_key,
     new_run_id,
     package_versions,
     record_path,
-    wandb_run,
-    write_json_atomic,
 )
+from .tracking import Tracking, wandb_run
+
+VAL_ACC_MEAN = metric_key("val", "acc_mean")
 
 
 class BestEpoch(L.Callback):
@@ -53,8 +57,8 @@ class BestEpoch(L.Callback):
             return
         metrics = module.epoch_metrics["val"]
         self.history.append({"epoch": trainer.current_epoch, **metrics})
-        if metrics["val/acc_mean"] > self.best_accuracy:
-            self.best_accuracy = metrics["val/acc_mean"]
+        if metrics[VAL_ACC_MEAN] > self.best_accuracy:
+            self.best_accuracy = metrics[VAL_ACC_MEAN]
             self.best_epoch = trainer.current_epoch
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()})
 
@@ -113,12 +117,12 @@ def sharing_strength(initial: dict[str, float], selected: dict[str, float]) -> d
 
 @dataclass
 class RunResult:
-    record: dict[str, Any]
+    record: RunRecord
     path: Path | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     # Our data loaders are in-process iterables by design (one batch per task per step).
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
@@ -141,22 +145,26 @@ def train(
 ) -> RunResult:
     """Train ``config.method`` on ``config.dataset``; write the record under ``out_dir`` (None: don't).
 
-    ``record_fields`` are added to the record (a sweep adds its study and trial number).
+    ``record_fields`` are further :class:`RunRecord` fields (a sweep adds its study and trial number).
     """
-    _quiet_lightning()
+    quiet_lightning()
+    config = resolve_config(config)  # the record holds the layering that ran; bad parameters fail before the data loads
     module_class = method_class(config.method)
     source = dataset_source(config.dataset)
     dataset = source.load(Path(data_dir), **config.dataset_params)
+    features = source.features_label(config.dataset_params)
     with wandb_run(tracking, config.to_dict(), tags=[config.dataset, config.method]) as run:
-        result = _fit_and_test(config, module_class, dataset, out_dir, progress, accelerator, callbacks, run)
-        result.record.update(record_fields or {}, wandb_run_id=run.id, job=tracking.job_type)
+        fitted = _fit_and_test(config, module_class, dataset, out_dir, progress, accelerator, callbacks, run)
+        record = RunRecord(**fitted.fields, **(record_fields or {}), features=features, wandb_run_id=run.id,
+                           job=tracking.job_type)
+        result = RunResult(record, fitted.path, fitted.history)
         run.summary.update(_summary(result.record, result.history))
     if result.path is not None:
-        write_json_atomic(result.path, result.record)
+        result.record.write(result.path)
     return result
 
 
-def _summary(record: dict[str, Any], history: list[dict[str, float]]) -> dict[str, Any]:
+def _summary(record: RunRecord, history: list[dict[str, float]]) -> dict[str, Any]:
     """The selected epoch's metrics, under the same keys the epochs were logged with.
 
     Every validation key the epochs logged is overwritten with its value at the selected epoch:
@@ -164,19 +172,29 @@ def _summary(record: dict[str, Any], history: list[dict[str, float]]) -> dict[st
     last epoch beside ``val/acc_mean`` from the selected one. Training curves (``train/``) keep
     their last value.
     """
-    summary = {key: record[key] for key in ("selection", "selected_epoch", "run_id")}
-    selected = next((h for h in history if h["epoch"] == record["selected_epoch"]), None)
+    summary: dict[str, Any] = {"selection": record.selection, "selected_epoch": record.selected_epoch,
+                               "run_id": record.run_id}
+    selected = next((h for h in history if h["epoch"] == record.selected_epoch), None)
     if selected is not None:
         summary.update({key: value for key, value in selected.items() if key.startswith("val/")})
-        summary["val/acc"] = selected["val/acc_mean"]  # the progress-bar key, the same mean over tasks
-    summary["val/acc_mean"] = record["val_acc_mean"]
-    summary["test/acc_mean"] = record["test_acc_mean"]
-    summary["test/err_mean"] = record["test_err_mean"]
-    for task, metrics in record["tasks"].items():
-        summary[f"val/{task}/acc"] = metrics["val_acc"]
-        summary[f"test/{task}/acc"] = metrics["test_acc"]
-        summary[f"test/{task}/err"] = metrics["test_err"]
+        summary[metric_key("val", "acc")] = selected[VAL_ACC_MEAN]  # the progress-bar key, the same mean
+    summary[VAL_ACC_MEAN] = record.val_acc_mean
+    summary[metric_key("test", "acc_mean")] = record.test_acc_mean
+    summary[metric_key("test", "err_mean")] = record.test_err_mean
+    for task, metrics in record.tasks.items():
+        summary[metric_key("val", "acc", task)] = metrics["val_acc"]
+        summary[metric_key("test", "acc", task)] = metrics["test_acc"]
+        summary[metric_key("test", "err", task)] = metrics["test_err"]
     return summary
+
+
+@dataclass
+class _Fitted:
+    """What training and testing produced: the record's fields, where it goes, the epochs' metrics."""
+
+    fields: dict[str, Any]
+    path: Path | None
+    history: list[dict[str, float]]
 
 
 def _fit_and_test(
@@ -188,7 +206,7 @@ def _fit_and_test(
     accelerator: str,
     callbacks: list[L.Callback] | None,
     run: Any,
-) -> RunResult:
+) -> _Fitted:
     from lightning.pytorch.loggers import WandbLogger
 
     started = time.perf_counter()
@@ -224,29 +242,28 @@ def _fit_and_test(
     else:
         selection, selected_epoch = "fixed_budget_last_epoch", config.max_epochs - 1
     trainer.test(module, datamodule=data, verbose=False)
-    record = _record(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
-    record["val_tasks"] = data.validation_tasks  # the tasks whose mean selected the epoch
-    if data.outer_part:
-        record["outer_part"] = data.outer_part  # where a bilevel method's outer batches came from
-    if states.history:
-        record["method_state_history"] = states.history
-    if dataset.provenance:
-        record["inputs"] = dict(dataset.provenance)
-    record["sharing"] = sharing_strength(initial.norms, task_trace_norms(module))
-    result = RunResult(record, history=selector.history)
+    fields = _results(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
+    fields.update(
+        val_tasks=data.validation_tasks,
+        outer_part=data.outer_part or None,
+        method_state_history=states.history or None,
+        inputs=dict(dataset.provenance) or None,
+        sharing=sharing_strength(initial.norms, task_trace_norms(module)),
+    )
+    path = None
     if out_dir is not None:
-        result.path = record_path(out_dir, config.dataset, config.method, record["run_id"])
-        split_path = result.path.with_suffix(".split.pt")
+        path = record_path(out_dir, config.dataset, config.method, fields["run_id"])
+        split_path = path.with_suffix(".split.pt")
         try:
             split_path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(data.split_indices(), split_path)
         except OSError as error:
             raise RecordWriteError(f"cannot write the run's split {split_path}: {error}") from error
-        record["split_file"] = split_path.name
-    return result
+        fields["split_file"] = split_path.name
+    return _Fitted(fields, path, selector.history)
 
 
-def _record(
+def _results(
     config: TrainConfig,
     module: MultiTaskModule,
     selector: BestEpoch,
@@ -254,13 +271,14 @@ def _record(
     selected_epoch: int,
     wall_time: float,
 ) -> dict[str, Any]:
+    """The record's fields of a run that trained and tested (the caller adds where it ran)."""
     test = module.epoch_metrics["test"]
     val = selector.history[selected_epoch] if selector.history else {}
     tasks = {
         task: {
-            "val_acc": val.get(f"val/{task}/acc"),
-            "test_acc": test[f"test/{task}/acc"],
-            "test_err": test[f"test/{task}/err"],
+            "val_acc": val.get(metric_key("val", "acc", task)),
+            "test_acc": test[metric_key("test", "acc", task)],
+            "test_err": test[metric_key("test", "err", task)],
         }
         for task in module.task_names
     }
@@ -270,16 +288,17 @@ def _record(
         "method": config.method,
         "config": config.to_dict(),
         "seed": config.seed,
+        "state": COMPLETE,
         "protocol_version": PROTOCOL_VERSION,
         # The layering the method's paper uses, or the other one (an ablation): tables never mix them.
         "paper_layering": config.layers == type(module).paper.layers,
         "selection": selection,
         "selected_epoch": selected_epoch,
         "tasks": tasks,
-        "val_acc_mean": val.get("val/acc_mean"),
-        "test_acc_mean": test["test/acc_mean"],
-        "test_err_mean": test["test/err_mean"],
-        "val_acc_history": [round(h["val/acc_mean"], 6) for h in selector.history],
+        "val_acc_mean": val.get(VAL_ACC_MEAN),
+        "test_acc_mean": test[metric_key("test", "acc_mean")],
+        "test_err_mean": test[metric_key("test", "err_mean")],
+        "val_acc_history": [round(h[VAL_ACC_MEAN], 6) for h in selector.history],
         "method_state": module.logged_state(),
         "wall_time_s": round(wall_time, 3),
         "git_rev": git_revision(),

@@ -82,8 +82,8 @@ def test_omniglot_cnn_trains_on_real_alphabets_with_a_fixed_budget(shared_data_d
     config = TrainConfig(dataset="omniglot", method="tucker", hidden=16, train_ratio=0.1, max_epochs=1,
                          dataset_params={"alphabets": 2, "image_size": 28})
     record = train(config, shared_data_dir, None, progress=False).record
-    assert record["selection"] == "fixed_budget_last_epoch" and record["val_acc_mean"] is None
-    assert list(record["tasks"]) == ["Arcadian", "Armenian"]
+    assert record.selection == "fixed_budget_last_epoch" and record.val_acc_mean is None
+    assert list(record.tasks) == ["Arcadian", "Armenian"]
 
 
 def test_a_task_too_small_for_validation_is_trained_and_tested_but_not_selected_on(shared_data_dir: Path) -> None:
@@ -93,11 +93,11 @@ def test_a_task_too_small_for_validation_is_trained_and_tested_but_not_selected_
 
     config = TrainConfig(dataset="office_caltech", method="stl", hidden=16, train_ratio=0.1, max_epochs=2)
     record = train(config, shared_data_dir, None, progress=False).record
-    assert record["selection"] == "best_val_acc_mean"
-    assert record["val_tasks"] == ["amazon", "caltech10", "webcam"]
-    assert record["tasks"]["dslr"]["val_acc"] is None and record["tasks"]["dslr"]["test_acc"] is not None
-    val = [record["tasks"][task]["val_acc"] for task in record["val_tasks"]]
-    assert abs(record["val_acc_mean"] - sum(val) / 3) < 1e-9
+    assert record.selection == "best_val_acc_mean"
+    assert record.val_tasks == ["amazon", "caltech10", "webcam"]
+    assert record.tasks["dslr"]["val_acc"] is None and record.tasks["dslr"]["test_acc"] is not None
+    val = [record.tasks[task]["val_acc"] for task in record.val_tasks]
+    assert abs(record.val_acc_mean - sum(val) / 3) < 1e-9
 
 
 def test_git_rev_is_dirty_only_when_tracked_code_differs(tmp_path: Path) -> None:
@@ -108,12 +108,12 @@ def test_git_rev_is_dirty_only_when_tracked_code_differs(tmp_path: Path) -> None
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     # The clone has the last commit; the code under test is this checkout's, committed there.
-    shutil.copy(repo / "benchmark" / "tracking.py", clone / "benchmark" / "tracking.py")
+    shutil.copy(repo / "benchmark" / "records.py", clone / "benchmark" / "records.py")
     subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qam", "probe",
                     "--allow-empty"], cwd=clone, check=True)
     # -S: no site packages, so the editable install cannot point the import back at this checkout
-    # (tracking.py needs only the standard library).
-    probe = [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, '.'); from benchmark.tracking import git_revision; print(git_revision())"]
+    # (records.py needs only the standard library).
+    probe = [sys.executable, "-S", "-c", "import sys; sys.path.insert(0, '.'); from benchmark.records import git_revision; print(git_revision())"]
 
     def revision() -> str:
         return subprocess.run(probe, cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
@@ -133,6 +133,8 @@ def test_git_rev_is_dirty_only_when_tracked_code_differs(tmp_path: Path) -> None
     (["sweep", "--workers", "0"], "argument --workers: must be >= 1, got 0"),
     (["train", "--max-epochs", "0"], "argument --max-epochs: must be >= 1, got 0"),
     (["train", "--hidden", "ten"], "argument --hidden: expected an integer, got 'ten'"),
+    (["sweep", "--final-seeds", "1,x"], "argument --final-seeds: expected comma-separated int values, got 'x'"),
+    (["sweep", "--train-ratio", "0.1,1.5"], "argument --train-ratio: each value must be in (0, 1), got 1.5"),
 ])
 def test_out_of_range_options_are_refused_naming_the_option(arguments: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:

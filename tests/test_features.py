@@ -54,7 +54,7 @@ def test_extraction_gives_each_task_its_images_features_in_the_layer_shape(offic
 
 
 def test_features_are_those_of_the_layer_on_the_preprocessed_image(office31_dir: Path) -> None:
-    from benchmark.backbones import backbone
+    from benchmark.data.backbones import backbone
     from benchmark.data.features import _Images
 
     _extract(office31_dir, "pool5")

@@ -118,12 +118,12 @@ class _OptimiserProbe(L.Callback):
 def test_outer_step_moves_alpha_and_both_adams_keep_their_state() -> None:
     probe = _OptimiserProbe()
     result = train(meta_config(outer_every=2), Path("."), None, progress=False, callbacks=[probe])
-    alpha = [v for k, v in result.record["method_state"].items() if k.startswith("alpha/")]
+    alpha = [v for k, v in result.record.method_state.items() if k.startswith("alpha/")]
     # The GTTN paper's layering: the tensor norm on the 3-way head tensor only, 3 flattenings.
     assert len(alpha) == 3 and any(abs(a - 1 / 3) > 1e-4 for a in alpha)
-    assert result.record["outer_part"] == "val" and result.record["config"]["layers"] == "head"
+    assert result.record.outer_part == "val" and result.record.config["layers"] == "head"
     # The weights' trajectory, one entry per epoch.
-    assert len(result.record["method_state_history"]) == 3
+    assert len(result.record.method_state_history) == 3
     # One Adam each, built once: the step count is the number of steps taken, not 1.
     assert probe.taken > 2 and set(probe.inner_steps) == {probe.taken}
     assert set(probe.outer_steps) == {int(np.ceil(probe.taken / 2))}
@@ -140,8 +140,8 @@ def test_selection_reads_validation_only_and_test_runs_once_after_training(monke
     monkeypatch.setattr(MultiTaskDataModule, "test_dataloader", spy)
     result = train(meta_config(), Path("."), None, progress=False)
     assert stages == ["test"]
-    history = result.record["val_acc_history"]
-    assert result.record["selected_epoch"] == int(np.argmax(history))
+    history = result.record.val_acc_history
+    assert result.record.selected_epoch == int(np.argmax(history))
 
 
 @pytest.mark.slow
@@ -150,7 +150,7 @@ def test_meta_learned_weights_do_not_validate_worse_than_equal_weights_at_the_sa
     validation part give a lower mean validation error than GTTN-a's fixed 1/N at the same lambda."""
     def validation_error(method: str, seed: int) -> float:
         config = TrainConfig(method=method, lam=0.1, hidden=16, lr=0.01, max_epochs=30, seed=seed)
-        return 1 - train(config, Path("."), None, progress=False).record["val_acc_mean"]
+        return 1 - train(config, Path("."), None, progress=False).record.val_acc_mean
 
     meta = np.mean([validation_error("gttn_meta", seed) for seed in (0, 1)])
     equal = np.mean([validation_error("gttn_a", seed) for seed in (0, 1)])

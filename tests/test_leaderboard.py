@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from benchmark.cli import main
-from benchmark.config import PROTOCOL_VERSION
-from benchmark.leaderboard import build_leaderboard, read_records
+from benchmark.board.leaderboard import build_leaderboard
+from benchmark.records import PROTOCOL_VERSION, read_records
 
 
 def exactly(value: float):

@@ -12,7 +12,7 @@ import torch
 
 from benchmark.config import TrainConfig
 from benchmark.data import MultiTaskDataModule, dataset_source
-from benchmark.methods import DivergedError, method_class, method_names
+from benchmark.methods import DivergedError, method_class, method_names, resolve_config
 from benchmark.train import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -46,22 +46,22 @@ def test_registry_equals_the_readme_methods_table() -> None:
     assert len(method_names()) == 14
 
 
-def test_method_parameters_are_checked_against_their_declaration_when_the_config_is_made() -> None:
-    """A parameter a method does not take, of the wrong type or out of range fails before any
-    compute (the config is made before the data loads), naming every valid parameter."""
+def test_method_parameters_are_checked_against_their_declaration_before_any_compute() -> None:
+    """A parameter a method does not take, of the wrong type or out of range fails when the config
+    is resolved (train, plans and modules resolve it before the data loads), naming every valid one."""
     with pytest.raises(ValueError, match=r"laf_tf takes parameter\(s\) eps \(float > 0, default 0.1\); rank .*; "
                        r"prefit_epochs .*; not \['k'\]"):
-        tiny_config("laf_tf", method_params={"k": 2})
+        resolve_config(tiny_config("laf_tf", method_params={"k": 2}))
     with pytest.raises(ValueError, match="laf_i takes parameter.*axis.*not.*'d'"):
-        tiny_config("laf_i", method_params={"d": 2})
+        resolve_config(tiny_config("laf_i", method_params={"d": 2}))
     with pytest.raises(ValueError, match="tr parameter d must be int, got 2.5"):
-        tiny_config("tr", method_params={"d": 2.5})
+        resolve_config(tiny_config("tr", method_params={"d": 2.5}))
     with pytest.raises(ValueError, match="tucker parameter per_flattening must be bool, got 1"):
-        tiny_config("tucker", method_params={"per_flattening": 1})
+        resolve_config(tiny_config("tucker", method_params={"per_flattening": 1}))
     with pytest.raises(ValueError, match="gttn_meta parameter bound must be > 1, got 0.5"):
-        tiny_config("gttn_meta", method_params={"bound": 0.5})
+        resolve_config(tiny_config("gttn_meta", method_params={"bound": 0.5}))
     with pytest.raises(ValueError, match=r"stl takes parameter\(s\) none; not \['axis'\]"):
-        tiny_config("stl", method_params={"axis": 1})
+        resolve_config(tiny_config("stl", method_params={"axis": 1}))
 
 
 def test_a_method_runs_with_its_declared_defaults_and_given_values() -> None:
@@ -124,7 +124,7 @@ def test_layers_head_puts_a_frobenius_penalty_on_the_shared_hidden_layer() -> No
 def test_each_method_runs_under_its_papers_layering_by_default(method: str) -> None:
     """SPEC.md section 3: the GTTN family shares the hidden layer; the TNRDMTL family stacks every layer."""
     gttn_family = method.startswith("gttn_")
-    assert TrainConfig(method=method).layers == ("head" if gttn_family else "all")
+    assert resolve_config(TrainConfig(method=method)).layers == ("head" if gttn_family else "all")
     module, _ = built_module(tiny_config(method))
     expected_stacked = 1 if gttn_family or method == "dmtl" else 2
     assert len(module.stacked_layers()) == expected_stacked
@@ -162,10 +162,10 @@ def test_gttn_var_logits_learn_at_their_own_rate_towards_the_least_norm_flatteni
 def test_laf_tf_factorises_the_stl_fit_at_the_requested_error() -> None:
     config = tiny_config("laf_tf", method_params={"eps": 0.5, "prefit_epochs": 2})
     result = train(config, Path("."), None, progress=False)
-    ranks = [v for k, v in result.record["method_state"].items() if k.startswith("rank/")]
+    ranks = [v for k, v in result.record.method_state.items() if k.startswith("rank/")]
     assert len(ranks) == 2 and all(1 <= r <= 3 for r in ranks)
     fixed = train(tiny_config("laf_tf", method_params={"rank": 1}), Path("."), None, progress=False)
-    assert all(v == 1 for k, v in fixed.record["method_state"].items() if k.startswith("rank/"))
+    assert all(v == 1 for k, v in fixed.record.method_state.items() if k.startswith("rank/"))
 
 
 def test_laf_tf_weights_have_task_rank_at_most_k() -> None:
@@ -186,7 +186,7 @@ def test_trace_norm_methods_recover_shared_structure_on_synthetic_data() -> None
     def error(method: str, lam: float) -> float:
         errs = [
             train(TrainConfig(method=method, lam=lam, hidden=32, lr=0.01, max_epochs=60, seed=seed), Path("."), None,
-                  progress=False).record["test_err_mean"]
+                  progress=False).record.test_err_mean
             for seed in (0, 1)
         ]
         return float(np.mean(errs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -20,18 +20,12 @@ from optuna.trial import TrialState
 
 from benchmark.cli import main
 from benchmark.methods import DivergedError
-from benchmark.leaderboard import read_records
-from benchmark.sweep import (
-    MethodStudies,
-    Worker,
-    open_storage,
-    plan_studies,
-    prepare,
-    study_progress,
-)
 from benchmark.nets import NetworkSpec
-from benchmark.sweep_plan import SearchDimension, SweepPlan, edges, sweeps_dir
-from benchmark.sweep_runner import _worker_arguments, progress_bar, worker_environment
+from benchmark.records import read_records
+from benchmark.sweep.command import prepare, progress_bar, resolve_job, worker_environment
+from benchmark.sweep.plan import SearchDimension, SweepJob, SweepPlan, edges, sweeps_dir
+from benchmark.sweep.studies import MethodStudies, open_storage, plan_studies, study_progress
+from benchmark.sweep.worker import Worker
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PLAN = {
@@ -60,6 +54,10 @@ def sweep_args(tmp_path: Path, plan_dir: Path, *extra: str) -> list[str]:
 
 def load_plan(plan_dir: Path, methods: str | None = None) -> SweepPlan:
     return SweepPlan.load("synthetic", plan_dir, methods=methods)
+
+
+def job_of(plan: SweepPlan, storage_url: str, out: Path) -> SweepJob:
+    return SweepJob(plan, storage_url, Path("datasets"), out)
 
 
 def studies_of(plan: SweepPlan, storage_url: str) -> list[MethodStudies]:
@@ -117,25 +115,67 @@ def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch) ->
     finals = records(tmp_path / "results" / "variants" / "synthetic_wider", "final")
     assert [r["config"]["hidden"] for r in finals] == [12]
     assert not (tmp_path / "results" / "runs").exists()
-    # Spawned workers (WORKERS=2) run the same variant and write to the same place.
-    plan = SweepPlan.load("synthetic", plan_dir, variant="wider")
-    namespace = argparse.Namespace(sweeps_dir=plan_dir, plan="wider", out=Path("results/variants/synthetic_wider"))
-    child = _worker_arguments(plan, namespace, "sqlite:///x.db", tmp_path)
-    assert child[child.index("--plan") + 1] == "wider" and child[child.index("--out") + 1] == namespace.out.as_posix()
+    # Spawned workers (WORKERS=2) read the resolved job: the same variant, writing to the same place.
+    job = resolve_job("synthetic", Path("datasets"), sweeps_dir=plan_dir, variant="wider")
+    again = SweepJob.read(job.write(tmp_path / "job.json"))
+    assert again == job and again.out_dir == Path("results/variants/synthetic_wider")
 
 
-def test_spawned_workers_get_the_features_and_backbone_so_they_run_the_parents_studies(tmp_path: Path) -> None:
-    """`sweep --dataset office31 --features pool5 --workers 2` prepared one study and its workers ran another."""
-    protocol = {"dataset_params": {"features": "pool5", "backbone": "vgg19"}}
-    plan = SweepPlan.load("office31", REPO / "sweeps", methods="stl", protocol=protocol)
-    namespace = argparse.Namespace(sweeps_dir=None, plan=None, out=Path("results/runs"))
-    child = _worker_arguments(plan, namespace, "sqlite:///x.db", tmp_path)
-    assert child[child.index("--features") + 1] == "pool5" and child[child.index("--backbone") + 1] == "vgg19"
-    # The worker's plan, built from these arguments as `mtlbench sweep` builds it, names the same studies.
-    worker_protocol = {"train_ratio": [float(r) for r in child[child.index("--train-ratio") + 1].split(",")],
-                       "dataset_params": {"features": "pool5", "backbone": "vgg19"}}
-    worker = SweepPlan.load("office31", REPO / "sweeps", methods="stl", protocol=worker_protocol)
-    assert worker.study_name("stl", 0.5) == plan.study_name("stl", 0.5)
+def test_the_resolved_plan_travels_to_workers_whole(tmp_path: Path) -> None:
+    """Workers once rebuilt the plan from flags and dropped --features: they ran other studies.
+    Now the job file holds the plan as resolved, and reading it gives the same studies."""
+    protocol = {"dataset_params": {"features": "pool5", "backbone": "resnet50"}, "train_ratio": [0.1, 0.5]}
+    plan = SweepPlan.load("office_caltech", REPO / "sweeps", methods="stl,tucker,tr,prod", protocol=protocol)
+    plan = plan.with_coincidences(NetworkSpec((7, 7, 512), (10, 10, 10, 10)))
+    job = SweepJob(plan, "sqlite:///x.db", tmp_path / "data", tmp_path / "runs")
+    again = SweepJob.read(job.write(tmp_path / "job.json"))
+    assert again == job
+    assert [again.plan.study_name(m, r) for m in plan.running_methods for r in plan.train_ratios] == [
+        plan.study_name(m, r) for m in plan.running_methods for r in plan.train_ratios]
+    assert again.plan.search_space("prod") == plan.search_space("prod") and again.plan.equal_to == plan.equal_to
+
+
+def _office31_fc7(data_dir: Path, per_class: int = 4) -> None:
+    """A generated Office-31 image folder and its fc7 features (random VGG-19 weights, 32 px)."""
+    from PIL import Image
+
+    from benchmark.data import dataset_source
+    from benchmark.data.features import Extraction
+
+    rng = np.random.default_rng(0)
+    source = dataset_source("office31")
+    for domain in ("amazon", "dslr", "webcam"):
+        for name in source.classes:
+            folder = data_dir / "office31" / domain / "images" / name
+            folder.mkdir(parents=True)
+            for k in range(per_class):
+                Image.fromarray(rng.integers(0, 255, size=(36, 36, 3), dtype=np.uint8)).save(folder / f"f{k}.jpg")
+    Extraction(source, data_dir, "vgg19", "fc7", "random", 32, 64, 0).run(progress=False, log=lambda line: None)
+
+
+@pytest.mark.slow
+def test_spawned_workers_of_a_features_sweep_run_the_parents_studies(tmp_path: Path) -> None:
+    """`sweep --dataset office31 --features fc7 --workers 2`: every trial and record in the storage
+    belongs to a study the parent prepared, and both workers took trials."""
+    data_dir = tmp_path / "data"
+    _office31_fc7(data_dir)
+    plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=3, final_seeds=[1],
+                          protocol={"max_epochs": 2, "train_ratio": 0.6, "val_ratio": 0.4})
+    args = [*sweep_args(tmp_path, plan_dir, "--dataset", "office31", "--features", "fc7", "--workers", "2"),
+            "--data-dir", str(data_dir)]
+    process = _mtlbench(args, cwd=REPO)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    parent = resolve_job("office31", data_dir, tmp_path / "runs", f"sqlite:///{tmp_path}/optuna.db", plan_dir,
+                         features="fc7")
+    (studies,) = plan_studies(parent.plan, open_storage(parent.storage_url))
+    names = set(optuna.get_all_study_names(open_storage(parent.storage_url)))
+    assert names == {studies.search_name, studies.final_study(studies.best_trial(), create=False).study_name}
+    trials = studies.search_study().get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 3 and len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
+    found = read_records(tmp_path / "runs", ("sweep", "final")).runs
+    assert len(found) == 4 and {r.features for r in found} == {"fc7"}
+    assert {r.study.split("/final/")[0] for r in found} == {studies.search_name}
 
 
 def test_default_plan_follows_the_spec_search_space() -> None:
@@ -330,7 +370,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_p
 
     monkeypatch.setattr(Worker, "_train", flaky_train)
     lines: list[str] = []
-    Worker(plan, url, Path("datasets"), tmp_path / "runs", report=lines.append).run()
+    Worker(job_of(plan, url, tmp_path / "runs"), report=lines.append).run()
     (studies,) = studies_of(plan, url)
     trials = studies.search_study().get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
@@ -342,12 +382,12 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_p
     finals = studies.final_study(studies.best_trial()).get_trials(states=(TrialState.COMPLETE,))
     assert len(finals) == 1 and studies.best_trial().number == 0
     # Each failed trial left a record of what it ran and why it failed; the leaderboard skips them.
-    failed = sorted(read_records(tmp_path / "runs", ("sweep",), states=("failed",)).runs, key=lambda r: r["trial"])
-    assert [(r["trial"], r["reason"][:10]) for r in failed] == [(1, "ValueError"), (2, "DivergedEr")]
+    failed = sorted(read_records(tmp_path / "runs", ("sweep",), states=("failed",)).runs, key=lambda r: r.trial)
+    assert [(r.trial, r.reason[:10]) for r in failed] == [(1, "ValueError"), (2, "DivergedEr")]
     assert not read_records(tmp_path / "runs", ("sweep", "final")).broken
     # So a storage rebuilt from the records has the same trials, failures included.
     (tmp_path / "optuna.db").unlink()
-    (restored,) = prepare(plan, url, records_dir=tmp_path / "runs", report=lambda line: None)
+    (restored,) = prepare(job_of(plan, url, tmp_path / "runs"), report=lambda line: None)
     assert [(t.state, t.params, t.user_attrs.get("fail_reason")) for t in restored.search_study().get_trials()] == [
         (t.state, t.params, t.user_attrs.get("fail_reason")) for t in trials]
 
@@ -360,17 +400,17 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:
         search={"lam": {"low": 1e-3, "high": 1.0, "log": True}, "lr": {"low": 1e-6, "high": 1e-1, "log": True}},
     ))
     url = f"sqlite:///{tmp_path}/optuna.db"
-    Worker(plan, url, Path("datasets"), tmp_path / "runs", report=lambda line: None).run()
+    Worker(job_of(plan, url, tmp_path / "runs"), report=lambda line: None).run()
     (studies,) = studies_of(plan, url)
     trials = studies.search_study().get_trials()
     assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}  # lr 1e-6 learns nothing
     assert all(t.intermediate_values for t in trials)  # every trial reported its epochs
     assert study_progress(studies.search_study(), 4).settled == 4
     pruned = read_records(tmp_path / "runs", ("sweep",), states=("pruned",)).runs
-    assert sorted(r["trial"] for r in pruned) == [t.number for t in trials if t.state == TrialState.PRUNED]
+    assert sorted(r.trial for r in pruned) == [t.number for t in trials if t.state == TrialState.PRUNED]
     # A storage rebuilt from the records: the same states, parameters and reported errors.
     (tmp_path / "optuna.db").unlink()
-    (restored,) = prepare(plan, url, records_dir=tmp_path / "runs", report=lambda line: None)
+    (restored,) = prepare(job_of(plan, url, tmp_path / "runs"), report=lambda line: None)
     again = restored.search_study().get_trials()
     assert [(t.state, t.params) for t in again] == [(t.state, t.params) for t in trials]
     for before, after in zip(trials, again):
@@ -504,6 +544,7 @@ def test_workers_split_the_cores_and_see_one_gpu_each() -> None:
     assert worker_environment(0, 4 * cores, [], {})["OMP_NUM_THREADS"] == "1"
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_storage_without_duplicates(tmp_path: Path) -> None:
     plan_dir = write_plan(tmp_path / "plans", trials=4, final_seeds=[1, 2],
                           protocol={**TINY_PLAN["protocol"], "max_epochs": 20})
@@ -718,11 +759,11 @@ def test_records_that_cannot_be_written_stop_the_sweep_before_any_training(tmp_p
 
 def test_a_record_lost_mid_sweep_fails_the_command_and_the_trial_runs_again(tmp_path: Path, monkeypatch, capsys) -> None:
     """The trial trained, its record could not be written: not a settled budget slot, a non-zero exit."""
-    import benchmark.train
-    from benchmark.tracking import RecordWriteError
+    import benchmark.records
+    from benchmark.records import RecordWriteError
 
     plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=2, final_seeds=[1])
-    original = benchmark.train.write_json_atomic
+    original = benchmark.records.write_json_atomic
     calls = {"n": 0}
 
     def disk_full_once(path, payload):
@@ -731,10 +772,10 @@ def test_a_record_lost_mid_sweep_fails_the_command_and_the_trial_runs_again(tmp_
             raise RecordWriteError(f"cannot write the record {path}: [Errno 28] No space left on device")
         return original(path, payload)
 
-    monkeypatch.setattr(benchmark.train, "write_json_atomic", disk_full_once)
+    monkeypatch.setattr(benchmark.records, "write_json_atomic", disk_full_once)
     assert main(sweep_args(tmp_path, plan_dir)) == 1
     assert "No space left on device" in capsys.readouterr().out
-    monkeypatch.setattr(benchmark.train, "write_json_atomic", original)
+    monkeypatch.setattr(benchmark.records, "write_json_atomic", original)
     assert main(sweep_args(tmp_path, plan_dir)) == 0
     (studies,) = studies_of(load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db")
     trials = studies.search_study().get_trials()

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (register)
 )
 from .module import MultiTaskDataModule
 from .source import (
+    DEFAULT_BACKBONE,
     DataUnavailableError,
     MultiTaskDataset,
     TaskData,
@@ -20,6 +21,7 @@ from .source import (
 from .splits import stratified_split
 
 __all__ = [
+    "DEFAULT_BACKBONE",
     "DataUnavailableError",
     "MultiTaskDataModule",
     "MultiTaskDataset",

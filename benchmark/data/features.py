@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .images import ImageDatasetSource
 from .source import (
+    DEFAULT_BACKBONE,
     DatasetSource,
     DataUnavailableError,
     MultiTaskDataset,
@@ -150,7 +151,7 @@ class Extraction:
 
     source: ImageDatasetSource
     data_dir: Path
-    backbone: str = "vgg19"
+    backbone: str = DEFAULT_BACKBONE
     layer: str = "fc7"
     weights: str = "imagenet"
     image_size: int = 224
@@ -172,7 +173,7 @@ class Extraction:
 
     def run(self, progress: bool = True, log: Callable[[str], None] = print) -> Path:
         """Reuse a valid cache of the same identity; otherwise extract (continuing a partial run)."""
-        from ..backbones import backbone
+        from .backbones import backbone
 
         spec = backbone(self.backbone).layer(self.layer)  # wrong arguments fail before any work
         weights = backbone(self.backbone).describe(self.weights)

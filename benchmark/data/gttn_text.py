@@ -75,7 +75,7 @@ def write_gttn_text(path: Path, tasks: list[tuple[np.ndarray, np.ndarray]], n_cl
 
 def import_gttn_text(source: DatasetSource, data_dir: Path, path: Path, backbone: str, layer: str) -> Path:
     """Cache a GTTN text file as ``source``'s ``backbone`` ``layer`` features (task order: the source's)."""
-    from ..backbones import backbone as backbone_spec
+    from .backbones import backbone as backbone_spec
     from .features import cache_dir, write_cache
 
     shape = backbone_spec(backbone).layer(layer).shape

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..nets import NetworkSpec
+from ..records import features_label
 
 
 class DataUnavailableError(RuntimeError):
@@ -50,6 +51,9 @@ class MultiTaskDataset:
     @property
     def network_spec(self) -> NetworkSpec:
         return NetworkSpec(self.input_shape, tuple(t.n_classes for t in self.tasks), self.network)
+
+
+DEFAULT_BACKBONE = "vgg19"  # the GTTN paper's (benchmark.data.backbones has them all)
 
 
 class DatasetSource:
@@ -119,13 +123,16 @@ class DatasetSource:
         self.verify(data_dir)
         return self.read(self.root(data_dir), **params)
 
+    def features_label(self, dataset_params: Mapping[str, Any]) -> str:
+        """The input that ``dataset_params`` select, as records and tables name it (``surf``, ``fc7``,
+        ``resnet50_pool5``)."""
+        return features_label(self.name, dataset_params, self.default_features, DEFAULT_BACKBONE)
+
     def read(self, root: Path, **params: Any) -> MultiTaskDataset:
         raise NotImplementedError(f"{self.name} has no native input; name extracted features (fc7, pool5)")
 
 
 def _feature_key(source: DatasetSource, features: str | None, backbone: str | None) -> tuple[str, str]:
-    from ..backbones import DEFAULT_BACKBONE
-
     return backbone or DEFAULT_BACKBONE, features or source.default_features
 
 

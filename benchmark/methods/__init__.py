@@ -3,9 +3,18 @@
 import importlib
 import pkgutil
 
-from .base import DivergedError, MultiTaskModule, method_class, method_names, register, registration_order
+from .base import (
+    DivergedError,
+    MultiTaskModule,
+    method_class,
+    method_names,
+    register,
+    registration_order,
+    resolve_config,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["DivergedError", "MultiTaskModule", "method_class", "method_names", "register", "registration_order"]
+__all__ = ["DivergedError", "MultiTaskModule", "method_class", "method_names", "register", "registration_order",
+           "resolve_config"]

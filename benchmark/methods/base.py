@@ -16,6 +16,7 @@ lambda.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..nets import MultiTaskNetwork, NetworkSpec, TaskLayer, build_network
 from ..norms import gttn_subsets
+from ..records import flattening_weight_key, metric_key
 from .parameters import Parameter, resolve
 
 _METHODS: dict[str, type[MultiTaskModule]] = {}
@@ -90,6 +92,15 @@ def method_class(name: str) -> type[MultiTaskModule]:
         raise ValueError(f"unknown method {name!r}; valid: {', '.join(method_names())}") from None
 
 
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """``config`` as its method runs it: ``layers="paper"`` replaced by the layering of the method's
+    paper, its method parameters checked against the method's declaration (a parameter it does not
+    take, of the wrong type or out of range fails here, before any compute, naming the valid ones)."""
+    method = method_class(config.method)
+    method.resolve_parameters(config.method_params)
+    return dataclasses.replace(config, layers=method.paper.layers) if config.layers == "paper" else config
+
+
 def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per task of a (T, B, C) batch; label -1 marks padding."""
     per_sample = F.cross_entropy(logits.flatten(0, 1), labels.flatten().clamp_min(0), reduction="none")
@@ -99,11 +110,12 @@ def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def flattening_weight_state(layers: list[TaskLayer], weights: list[torch.Tensor]) -> dict[str, float]:
-    """``alpha/layer<i>/<subset>`` -> weight, for learned GTTN flattening weights of each layer."""
+    """:func:`~benchmark.records.flattening_weight_key` -> weight, for the learned GTTN flattening
+    weights of each layer."""
     state = {}
     for index, (layer, alpha) in enumerate(zip(layers, weights)):
         for subset, value in zip(gttn_subsets(tuple(layer.weight.shape)), alpha.tolist()):
-            state[f"alpha/layer{index}/{'-'.join(map(str, subset))}"] = value
+            state[flattening_weight_key(index, subset)] = value
     return state
 
 
@@ -116,12 +128,11 @@ class MultiTaskModule(L.LightningModule):
     # Trains on batches of a further part of the data besides its training batches: the
     # validation part where the split has one, else ``holdout_ratio`` of train (GTTN meta).
     outer_batches: bool = False
-    caveat: str = ""  # shown beside the method's results (e.g. a provisional definition)
     declared_parameters: tuple[Parameter, ...] = ()  # what ``method_params`` may set, with defaults
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, task_names: list[str]) -> None:
         super().__init__()
-        self.config = config
+        self.config = config = resolve_config(config)
         self.settings = self.resolve_parameters(config.method_params)  # every parameter, defaults filled
         self.task_names = list(task_names)
         self.network: MultiTaskNetwork = build_network(
@@ -248,13 +259,13 @@ class MultiTaskModule(L.LightningModule):
         self._counts = {}
         # A task with no sample in this split (the validation part of a tiny task at a low train
         # ratio) has no accuracy here; the mean is over the tasks that have one.
-        metrics = {f"{stage}/{task}/acc": acc for task, acc in zip(tasks, accuracy)}
-        metrics.update({f"{stage}/{task}/err": 1 - acc for task, acc in zip(tasks, accuracy)})
-        metrics[f"{stage}/acc_mean"] = sum(accuracy) / len(accuracy)
-        metrics[f"{stage}/err_mean"] = 1 - metrics[f"{stage}/acc_mean"]
+        metrics = {metric_key(stage, "acc", task): acc for task, acc in zip(tasks, accuracy)}
+        metrics.update({metric_key(stage, "err", task): 1 - acc for task, acc in zip(tasks, accuracy)})
+        metrics[metric_key(stage, "acc_mean")] = sum(accuracy) / len(accuracy)
+        metrics[metric_key(stage, "err_mean")] = 1 - metrics[metric_key(stage, "acc_mean")]
         self.epoch_metrics[stage] = metrics
         self.log_dict(metrics)
-        self.log(f"{stage}/acc", metrics[f"{stage}/acc_mean"], prog_bar=True)
+        self.log(metric_key(stage, "acc"), metrics[metric_key(stage, "acc_mean")], prog_bar=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._count(batch)

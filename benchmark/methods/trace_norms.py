@@ -99,18 +99,17 @@ class LearnedWeightsMethod(TraceNormMethod):
         ])
 
 
-def _trace_norm_method(method: str, doc: str, paper: Paper, caveat: str = "",
+def _trace_norm_method(method: str, doc: str, paper: Paper,
                        base: type[TraceNormMethod] = TraceNormMethod,
                        own: tuple[Parameter, ...] = ()) -> type[TraceNormMethod]:
     """Register ``method``; ``own``: the parameters of its regulariser, declared with the method."""
-    attributes = {"regulariser_name": method, "__doc__": doc, "caveat": caveat, "paper": paper,
+    attributes = {"regulariser_name": method, "__doc__": doc, "paper": paper,
                   "declared_parameters": (*base.declared_parameters, *own), "regulariser_parameters": tuple(p.name for p in own)}
     return register(method)(type(f"TraceNorm_{method}", (base,), attributes))
 
 
-_CAVEATS = {"prod": "provisional: the GTTN paper's rank-product baseline has no identified source"}
 _REGULARISER_PARAMETERS = {
-    "laf_i": (Parameter("axis", int, 0, "the mode whose flattening is regularised", at_least(0), ">= 0"),),
+    "laf_i": (Parameter("axis", int, 0, "the mode whose flattening is regularised (-1: the task axis)"),),
     "tr": (Parameter("d", int, 2, "modes per ring segment", at_least(1), ">= 1"),),
 }
 
@@ -125,7 +124,7 @@ for _name, (_doc, _paper) in {
     "gttn_min": ("GTTN min: the smallest flattening trace norm (Zhang et al. 2021).", GTTN),
     "gttn_max": ("GTTN max: the largest flattening trace norm (Zhang et al. 2021).", GTTN),
 }.items():
-    _trace_norm_method(_name, _doc, _paper, caveat=_CAVEATS.get(_name, ""), own=_REGULARISER_PARAMETERS.get(_name, ()))
+    _trace_norm_method(_name, _doc, _paper, own=_REGULARISER_PARAMETERS.get(_name, ()))
 
 _trace_norm_method(
     "gttn_var", "GTTN variable: softmax-weighted flattenings, weights learned with W at their own "

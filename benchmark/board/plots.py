@@ -28,7 +28,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
-from .leaderboard import TableKey, features_of, table_name, table_variant
+from ..records import RunRecord, parse_flattening_weight_key
+from .tables import TableKey, table_key, table_name
 
 
 def _method_order(table: pd.DataFrame) -> list[str]:
@@ -156,20 +157,22 @@ def _vs_paper(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure 
     return figure
 
 
-def _frames(runs: list[dict[str, Any]], trials: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+def _frames(runs: list[RunRecord], trials: list[RunRecord]) -> dict[str, pd.DataFrame]:
     run_rows, weight_rows, sharing_rows = [], [], []
     for run in runs:
-        base = {"method": run["method"], "train_ratio": float(run["config"]["train_ratio"]), "seed": run["seed"]}
-        run_rows.append({**base, "test_err": run["test_err_mean"]})
-        for key, value in sorted(run.get("method_state", {}).items()):
-            if key.startswith("alpha/"):
-                _, layer, subset = key.split("/")
-                weight_rows.append({**base, "layer": layer, "flattening": "{" + subset.replace("-", ",") + "}", "alpha": value})
-        for layer, values in sorted(run.get("sharing", {}).items()):
+        base = {"method": run.method, "train_ratio": run.train_ratio, "seed": run.seed}
+        run_rows.append({**base, "test_err": run.test_err_mean})
+        for key, value in sorted((run.method_state or {}).items()):
+            weight = parse_flattening_weight_key(key)
+            if weight is not None:
+                layer, subset = weight
+                weight_rows.append({**base, "layer": layer, "flattening": "{" + ",".join(map(str, subset)) + "}",
+                                    "alpha": value})
+        for layer, values in sorted((run.sharing or {}).items()):
             sharing_rows.append({**base, "layer": layer, "strength": values["strength"]})
     trial_rows = [
-        {"method": t["method"], "lam": t["config"]["lam"], "hidden": t["config"]["hidden"], "val_err": 1 - t["val_acc_mean"]}
-        for t in trials if t.get("val_acc_mean") is not None
+        {"method": t.method, "lam": t.config["lam"], "hidden": t.config["hidden"], "val_err": t.val_err}
+        for t in trials if t.val_err is not None
     ]
     columns = {"trials": ["method", "lam", "hidden", "val_err"]}
     frames = {"runs": run_rows, "weights": weight_rows, "sharing": sharing_rows, "trials": trial_rows}
@@ -188,8 +191,8 @@ PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figu
 
 def draw_plots(
     tables: dict[TableKey, pd.DataFrame],
-    chosen_runs: dict[TableKey, list[dict[str, Any]]],
-    sweep_runs: list[dict[str, Any]],
+    chosen_runs: dict[TableKey, list[RunRecord]],
+    sweep_runs: list[RunRecord],
     out_dir: Path,
 ) -> list[Path]:
     """Every figure of every table that has data for it; returns the files written."""
@@ -198,7 +201,7 @@ def draw_plots(
     for key, table in sorted(tables.items()):
         name = table_name(*key)
         table = table.dropna(subset=["test_err_mean"])  # a method listed as "= <method>" has no result to draw
-        trials = [t for t in sweep_runs if (t["dataset"], features_of(t), table_variant(t)) == key]
+        trials = [t for t in sweep_runs if table_key(t) == key]
         frames = _frames(chosen_runs.get(key, []), trials)
         for suffix, (frame_name, draw) in PLOTS.items():
             figure = draw(name, table, frames[frame_name])
@@ -211,21 +214,20 @@ def draw_plots(
     return written
 
 
-def _run_label(run: dict[str, Any]) -> str:
+def _run_label(run: RunRecord) -> str:
     """method, lambda and any method parameters: what tells two runs of one method apart."""
-    config = run["config"]
-    params = "".join(f", {k}={v}" for k, v in sorted(config.get("method_params", {}).items()))
-    return f"{run['method']} (lambda {config['lam']:g}{params}; seed {run['seed']})"
+    params = "".join(f", {k}={v}" for k, v in sorted(run.config.get("method_params", {}).items()))
+    return f"{run.method} (lambda {run.config['lam']:g}{params}; seed {run.seed})"
 
 
-def draw_validation_curves(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+def draw_validation_curves(runs: list[RunRecord], out_dir: Path) -> list[Path]:
     """``<dataset>_validation.png``: mean validation accuracy over tasks against epoch, one line
     per run, a dot at the epoch each selected. Runs without a validation part are left out."""
     sns.set_theme(style="whitegrid", context="notebook")
     rows = [
-        {"dataset": run["dataset"], "run": _run_label(run), "epoch": epoch, "val_acc": 100 * value,
-         "selected": epoch == run.get("selected_epoch")}
-        for run in runs for epoch, value in enumerate(run.get("val_acc_history") or []) if value is not None
+        {"dataset": run.dataset, "run": _run_label(run), "epoch": epoch, "val_acc": 100 * value,
+         "selected": epoch == run.selected_epoch}
+        for run in runs for epoch, value in enumerate(run.val_acc_history or []) if value is not None
     ]
     if not rows:
         return []

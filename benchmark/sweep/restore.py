@@ -34,47 +34,35 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from .sweep import COMPLETE, FAILED, PRUNED, MethodStudies, requeue, search_value
+from ..records import COMPLETE, FAILED, FINAL, PRUNED, SEARCH, RunRecord, read_records, search_objective
+from .studies import MethodStudies, requeue
 
 LOST = "restored from records: this trial left none (pruned, failed or cut off)"
 
 
-def _best_so_far(val_acc_history: Sequence[float]) -> dict[int, float]:
-    """The validation error a search trial reported each epoch: the best one up to that epoch."""
-    reported, best = {}, float("inf")
-    for epoch, accuracy in enumerate(val_acc_history):
-        best = min(best, 1 - accuracy)
-        reported[epoch] = best
-    return reported
-
-
-def _restored_trial(record: dict[str, Any], distributions: dict[str, BaseDistribution],
-                    user_attrs: dict[str, Any], split_records: Sequence[dict[str, Any]] = ()) -> FrozenTrial:
+def _restored_trial(record: RunRecord, distributions: dict[str, BaseDistribution],
+                    user_attrs: dict[str, Any], split_records: Sequence[RunRecord] = ()) -> FrozenTrial:
     """The trial a record was written by, in the state it ended in (see ``Worker._reported``).
 
     A search trial over several splits left one record per split (``split_records``, ``record``
-    the first); its value is the mean over them, as :func:`search_value` computed it.
+    the first); its value is the mean over them, as the worker's objective computed it.
     """
-    state = record.get("state", COMPLETE)
     common = {
-        "params": {name: record["config"][name] for name in distributions},
+        "params": {name: record.config[name] for name in distributions},
         "distributions": distributions,
-        "user_attrs": {**user_attrs, "record": record["_path"], "restored": True},
+        "user_attrs": {**user_attrs, "record": str(record.path), "restored": True},
     }
-    if state == PRUNED:
-        reported = {int(epoch): value for epoch, value in record.get("reported_errors", {}).items()}
+    if record.state == PRUNED:
+        reported = {int(epoch): value for epoch, value in (record.reported_errors or {}).items()}
         return create_trial(state=TrialState.PRUNED, intermediate_values=reported, **common)
-    if state == FAILED:
-        common["user_attrs"]["fail_reason"] = record["reason"]
+    if record.state == FAILED:
+        common["user_attrs"]["fail_reason"] = record.reason
         return create_trial(state=TrialState.FAIL, **common)
-    # The value the objective returned (``Worker._search_objective`` and ``_final_objective``).
-    searched = record["job"] == "sweep"
-    if searched:
-        value = search_value([1 - r["val_acc_mean"] for r in split_records or [record]])
-    else:
-        value = record["test_err_mean"] if record["val_acc_mean"] is None else 1 - record["val_acc_mean"]
-    return create_trial(state=TrialState.COMPLETE, value=value, **common,
-                        intermediate_values=_best_so_far(record["val_acc_history"]) if searched else None)
+    if record.job == SEARCH:
+        value = search_objective([r.val_err for r in split_records or [record]])
+        return create_trial(state=TrialState.COMPLETE, value=value, intermediate_values=record.best_so_far_errors(),
+                            **common)
+    return create_trial(state=TrialState.COMPLETE, value=record.final_objective(), **common)
 
 
 def _add_in_order(study: optuna.Study, recorded: dict[int, FrozenTrial], placeholder: dict[str, Any]) -> None:
@@ -84,18 +72,18 @@ def _add_in_order(study: optuna.Study, recorded: dict[int, FrozenTrial], placeho
         study.add_trial(recorded.get(number) or create_trial(state=TrialState.FAIL, user_attrs=placeholder))
 
 
-def _restore_search(studies: MethodStudies, records: Sequence[dict[str, Any]], settled: bool) -> int:
+def _restore_search(studies: MethodStudies, records: Sequence[RunRecord], settled: bool) -> int:
     """Rebuild the search study; return how many positions were restored as lost but settled."""
     study = studies.search_study()
     distributions = {d.name: d.distribution() for d in studies.search_space}
-    by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    by_trial: dict[int, list[RunRecord]] = defaultdict(list)
     for record in records:
-        by_trial[record["trial"]].append(record)
+        by_trial[record.trial].append(record)
     recorded = {}
     n_splits = len(studies.plan.search_seeds_at(studies.train_ratio))
     for number, runs in by_trial.items():
-        unfinished = [r for r in runs if r.get("state", COMPLETE) != COMPLETE]
-        runs = sorted(runs, key=lambda r: r.get("search_split", 0))
+        unfinished = [r for r in runs if r.state != COMPLETE]
+        runs = sorted(runs, key=lambda r: r.search_split or 0)
         if unfinished:
             recorded[number] = _restored_trial(unfinished[0], distributions, {})
         elif len(runs) == n_splits:
@@ -109,7 +97,7 @@ def _restore_search(studies: MethodStudies, records: Sequence[dict[str, Any]], s
     return len(study.get_trials(deepcopy=False)) - len(recorded)
 
 
-def _restore_final(studies: MethodStudies, best_number: int | None, records: Sequence[dict[str, Any]]) -> list[int]:
+def _restore_final(studies: MethodStudies, best_number: int | None, records: Sequence[RunRecord]) -> list[int]:
     """Rebuild one final study; return the seeds queued again."""
     if best_number is None:  # a fixed plan: its finals study is named after no trial
         study = studies.final_study(studies.best_trial())
@@ -119,14 +107,14 @@ def _restore_final(studies: MethodStudies, best_number: int | None, records: Seq
         study = studies.final_study(best)
     recorded = {}
     for record in records:
-        attrs = {"seed": record["seed"], **({} if best_number is None else {"best_trial": best_number})}
-        if "test_err_mean" in record:
-            attrs["test_err_mean"] = record["test_err_mean"]
-        recorded[record["trial"]] = _restored_trial(record, {}, attrs)
+        attrs = {"seed": record.seed, **({} if best_number is None else {"best_trial": best_number})}
+        if record.test_err_mean is not None:
+            attrs["test_err_mean"] = record.test_err_mean
+        recorded[record.trial] = _restored_trial(record, {}, attrs)
     # Gaps in a final study are runs cut off and retried under a later number: never a position.
     _add_in_order(study, recorded, {"skipped": LOST})
     seeds = list(studies.plan.final_seeds)
-    done = {record["seed"] for record in records if record["seed"] in seeds}
+    done = {record.seed for record in records if record.seed in seeds}
     last = max((seeds.index(seed) for seed in done), default=-1)
     missing = [seed for seed in seeds[: last + 1] if seed not in done]
     for seed in missing:  # a position taken by a run that never finished: queue it again
@@ -143,8 +131,6 @@ def restore_studies(method_studies: Iterable[MethodStudies], records_dir: Path,
     ``searches_settled``: the user knows the searches had finished (from the sweep's logs), so
     positions without a record are settled even where no final had started yet.
     """
-    from .leaderboard import read_records
-
     method_studies = list(method_studies)
     if not method_studies:
         return []
@@ -153,12 +139,12 @@ def restore_studies(method_studies: Iterable[MethodStudies], records_dir: Path,
     wanted = {s.search_name: s for s in method_studies if s.search_name not in known}
     if not wanted:
         return []
-    by_study: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_study: dict[str, list[RunRecord]] = defaultdict(list)
     dataset = method_studies[0].plan.dataset
-    found = read_records(Path(records_dir) / dataset, jobs=("sweep", "final"), states=(COMPLETE, PRUNED, FAILED))
+    found = read_records(Path(records_dir) / dataset, jobs=(SEARCH, FINAL), states=(COMPLETE, PRUNED, FAILED))
     for record in found.runs:
-        if "study" in record and "trial" in record:
-            by_study[record["study"]].append(record)
+        if record.study is not None and record.trial is not None:
+            by_study[record.study].append(record)
 
     lines = []
     for name, studies in wanted.items():
@@ -172,7 +158,7 @@ def restore_studies(method_studies: Iterable[MethodStudies], records_dir: Path,
         for final_name, runs in sorted(finals.items()):
             tag = final_name.rsplit("/", 1)[1]
             queued = _restore_final(studies, None if tag == "fixed" else int(tag.removeprefix("t")), runs)
-            line += f"; finals {tag}: seeds {sorted(r['seed'] for r in runs)}"
+            line += f"; finals {tag}: seeds {sorted(r.seed for r in runs)}"
             line += f" (seeds {queued} queued again)" if queued else ""
         best = studies.best_trial()
         ran = {f.rsplit("/", 1)[1] for f in finals}

@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .data.source import DataUnavailableError, sha256_of
+from .source import DEFAULT_BACKBONE, DataUnavailableError, sha256_of
 
 RANDOM_WEIGHTS = "random"
 IMAGENET_WEIGHTS = "imagenet"
@@ -97,7 +97,7 @@ BACKBONES = {
         layers={"fc7": Layer((4096,), _vgg_fc7), "pool5": Layer((7, 7, 512), _vgg_pool5)},
     ),
 }
-DEFAULT_BACKBONE = "vgg19"
+assert DEFAULT_BACKBONE in BACKBONES
 
 
 def backbone(name: str) -> Backbone:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +25,17 @@ from typing import Any
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
-from .config import PROTOCOL_VERSION, TrainConfig
-from .nets import NetworkSpec
+from ..config import TrainConfig
+from ..data import dataset_source
+from ..methods import method_class, method_names, registration_order, resolve_config
+from ..nets import NetworkSpec
+from ..records import PROTOCOL_VERSION, edge_of, search_edges, write_json_atomic
 
 SWEEP_KEYS = (
     "methods", "trials", "search_seeds", "search_seeds_by_ratio", "final_seeds", "search", "method_search", "sampler", "protocol",
     "method_protocol", "method_params", "pruner",
 )
 SAMPLER_KEYS = ("n_startup_trials",)
-EDGE_SHARE = 0.05  # a float chosen within this share of its (log) range from an end is on the edge
 SEARCHED_FIELDS = ("lam", "hidden", "lr")
 PLAN_FIELDS = ("dataset", "method", "seed", "method_params")  # set by the sweep, never by the protocol
 
@@ -42,7 +43,7 @@ PLAN_FIELDS = ("dataset", "method", "seed", "method_params")  # set by the sweep
 def sweeps_dir() -> Path:
     """``sweeps/`` in the working directory, else the one beside the package (editable install)."""
     local = Path("sweeps")
-    return local if local.is_dir() else Path(__file__).resolve().parents[1] / "sweeps"
+    return local if local.is_dir() else Path(__file__).resolve().parents[2] / "sweeps"
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,19 +87,16 @@ class SearchDimension:
         raise ValueError(f"search.{name}: give a list of choices or {{low, high, log}}, got {spec!r}")
 
     def edge(self, value: Any) -> str | None:
-        """"low" or "high" when ``value`` sits at that end of the range (the search may have wanted
-        to go further), else None. Choices have an edge only when they are ordered numbers."""
-        if self.choices:
-            if len(self.choices) < 3 or not all(isinstance(c, (int, float)) for c in self.choices):
-                return None
-            return "low" if value == min(self.choices) else "high" if value == max(self.choices) else None
-        scale = math.log if self.log else float
-        share = (scale(value) - scale(self.low)) / (scale(self.high) - scale(self.low))
-        return "low" if share <= EDGE_SHARE else "high" if share >= 1 - EDGE_SHARE else None
+        """"low" or "high" when ``value`` sits at that end of the range, else None (:func:`edge_of`)."""
+        return edge_of(self.describe(), value)
 
     def describe(self) -> dict[str, Any]:
-        """The dimension as plain data, as a record stores it."""
+        """The dimension as plain data, as a record stores it (:meth:`parse` reads it back)."""
         return {"choices": list(self.choices)} if self.choices else {"low": self.low, "high": self.high, "log": self.log}
+
+    @classmethod
+    def from_description(cls, name: str, description: Mapping[str, Any]) -> SearchDimension:
+        return cls.parse(name, list(description["choices"]) if "choices" in description else dict(description))
 
     def distribution(self) -> BaseDistribution:
         """The Optuna distribution :meth:`suggest` draws from (a restored trial is stored with it)."""
@@ -113,8 +111,8 @@ class SearchDimension:
 
 
 def edges(search: Sequence[SearchDimension], values: Mapping[str, Any]) -> list[str]:
-    """``["lam low", ...]``: the searched values of ``values`` that sit at an edge of their range."""
-    return [f"{d.name} {side}" for d in search if d.name in values and (side := d.edge(values[d.name]))]
+    """``["lam low", ...]``: the searched values of ``values`` at an edge of their range."""
+    return search_edges({d.name: d.describe() for d in search}, values)
 
 
 @dataclass(frozen=True)
@@ -148,9 +146,6 @@ class SweepPlan:
     ) -> SweepPlan:
         """The dataset's plan (``default.yaml`` merged with ``<dataset>.yaml``, then with the
         ``variant``'s ``<dataset>/<variant>.yaml``), then the overrides."""
-        from .data import dataset_source
-        from .methods import method_names
-
         dataset_source(dataset)  # an unknown dataset names the valid ones before anything runs
         directory = directory or sweeps_dir()
         values = _read_yaml(directory / "default.yaml")
@@ -243,8 +238,6 @@ class SweepPlan:
         return self.method_search.get(method, self.search)
 
     def check(self) -> None:
-        from .methods import method_class, method_names
-
         if not self.final_seeds:
             raise ValueError("a sweep needs at least one final seed")
         for seeds in (self.search_seeds, *self.search_seeds_by_ratio.values()):
@@ -260,10 +253,6 @@ class SweepPlan:
                 f"final seeds must be distinct and differ from the search seeds {sorted(searched_seeds)} "
                 f"(each final run is a new split), got {list(self.final_seeds)}"
             )
-        for ratio in self.train_ratios:
-            config = self.config(self.methods[0], ratio, seed=self.search_seed)
-            if config.val_ratio == 0 and not self.fixed:
-                raise ValueError("a search selects on validation error: protocol.val_ratio must be > 0")
         strangers = sorted(set(self.method_params) - set(method_names()))
         if strangers:
             raise ValueError(f"method_params: unknown method(s) {strangers}; valid: {', '.join(method_names())}")
@@ -273,6 +262,10 @@ class SweepPlan:
             except ValueError as error:
                 raise ValueError(f"method_params.{method}: {error}") from None
             self.config(method, self.train_ratios[0], seed=self.search_seed)  # method_protocol's fields
+        for ratio in self.train_ratios:
+            config = self.config(self.methods[0], ratio, seed=self.search_seed)
+            if config.val_ratio == 0 and not self.fixed:
+                raise ValueError("a search selects on validation error: protocol.val_ratio must be > 0")
 
     @property
     def train_ratios(self) -> tuple[float, ...]:
@@ -282,10 +275,10 @@ class SweepPlan:
 
     def config(self, method: str, train_ratio: float, seed: int, **searched: Any) -> TrainConfig:
         values = {**self.protocol, **self.method_protocol.get(method, {}), "train_ratio": train_ratio}
-        return TrainConfig.from_dict(
+        return resolve_config(TrainConfig.from_dict(
             {**values, **searched, "dataset": self.dataset, "method": method, "seed": seed,
              "method_params": dict(self.method_params.get(method, {}))}
-        )
+        ))
 
     def with_coincidences(self, spec: NetworkSpec) -> SweepPlan:
         """The plan with ``equal_to`` set: each method whose training objective equals an earlier
@@ -293,8 +286,6 @@ class SweepPlan:
         every layer, decided from the flattenings, not from names; e.g. Tucker, TR with d = 2 and
         GTTN-a on a 3-way tensor) maps to that method, which alone runs."""
         import torch
-
-        from .methods import method_class, registration_order
 
         first: dict[Any, str] = {}
         equal_to: dict[str, str] = {}
@@ -332,3 +323,62 @@ class SweepPlan:
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:8]
         return f"{self.dataset}/{method}/r{train_ratio:g}/{digest}"
+
+    # ---- as plain data: the plan workers run, exactly as the command resolved it ----
+
+    def to_dict(self) -> dict[str, Any]:
+        def space(dims: Sequence[SearchDimension]) -> list[dict[str, Any]]:
+            # A list: the order of the dimensions is part of the study names (files sort keys).
+            return [{"name": d.name, **d.describe()} for d in dims]
+
+        return {
+            "dataset": self.dataset, "methods": list(self.methods), "trials": self.trials,
+            "search_seeds": list(self.search_seeds), "final_seeds": list(self.final_seeds),
+            "search": space(self.search), "protocol": dict(self.protocol),
+            "method_params": {m: dict(p) for m, p in self.method_params.items()}, "pruner": dict(self.pruner),
+            "method_protocol": {m: dict(p) for m, p in self.method_protocol.items()},
+            "method_search": {m: space(dims) for m, dims in self.method_search.items()},
+            "n_startup_trials": self.n_startup_trials, "equal_to": dict(self.equal_to),
+            "search_seeds_by_ratio": {repr(r): list(seeds) for r, seeds in self.search_seeds_by_ratio.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> SweepPlan:
+        def space(described: Sequence[Mapping[str, Any]]) -> tuple[SearchDimension, ...]:
+            return tuple(SearchDimension.from_description(d["name"], {k: v for k, v in d.items() if k != "name"})
+                         for d in described)
+
+        plan = cls(
+            dataset=values["dataset"], methods=tuple(values["methods"]), trials=int(values["trials"]),
+            search_seeds=tuple(values["search_seeds"]), final_seeds=tuple(values["final_seeds"]),
+            search=space(values["search"]), protocol=values["protocol"], method_params=values["method_params"],
+            pruner=values["pruner"], method_protocol=values["method_protocol"],
+            method_search={m: space(d) for m, d in values["method_search"].items()},
+            n_startup_trials=int(values["n_startup_trials"]), equal_to=values["equal_to"],
+            search_seeds_by_ratio={float(r): tuple(seeds) for r, seeds in values["search_seeds_by_ratio"].items()},
+        )
+        plan.check()
+        return plan
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What every worker of one sweep runs: the resolved plan, the storage, the data and where
+    records go. The command writes it to a file that each spawned worker reads, so a worker can
+    never run other studies than the command prepared (rebuilding its command line from flags
+    once dropped ``--features``)."""
+
+    plan: SweepPlan
+    storage_url: str
+    data_dir: Path
+    out_dir: Path
+
+    def write(self, path: Path) -> Path:
+        return write_json_atomic(path, {"plan": self.plan.to_dict(), "storage_url": self.storage_url,
+                                        "data_dir": str(self.data_dir), "out_dir": str(self.out_dir)})
+
+    @classmethod
+    def read(cls, path: Path) -> SweepJob:
+        values = json.loads(Path(path).read_text())
+        return cls(SweepPlan.from_dict(values["plan"]), values["storage_url"], Path(values["data_dir"]),
+                   Path(values["out_dir"]))

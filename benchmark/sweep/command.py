@@ -1,57 +1,97 @@
-"""``mtlbench sweep``: prepares the studies, runs the workers, shows progress, prints the result.
+"""``mtlbench sweep``: resolves the job, prepares the studies, runs the workers, shows progress,
+prints the result.
 
 With one worker and no GPU list the trials run in this process; otherwise each worker is its own
-process (``--worker-index i``, logging to ``results/logs/``), and this process watches the
-storage and draws the progress bar. Either way, Ctrl-C or SIGTERM re-queues the running trials
-and the same command continues later.
+process, started with the path of the resolved job (:class:`~benchmark.sweep.plan.SweepJob`, a
+JSON file beside the worker logs in ``results/logs/``), and this process watches the storage and
+draws the progress bar. Either way, Ctrl-C or SIGTERM re-queues the running trials and the same
+command continues later.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import optuna
 from tqdm.auto import tqdm
 
-from .sweep import (
-    DEFAULT_STORAGE,
-    Interrupted,
-    RecordNotWritten,
-    MethodStudies,
-    interrupts_raised,
-    prepare,
-    run_worker,
-    storage_label,
-)
-from .sweep_plan import SweepPlan, edges
-from .tracking import wandb_mode
+from ..data import dataset_source
+from ..records import ensure_writable
+from ..tracking import wandb_mode
+from .plan import SweepJob, SweepPlan, edges
+from .restore import restore_studies
+from .studies import DEFAULT_STORAGE, MethodStudies, open_storage, plan_studies, recover_interrupted, storage_label
+from .worker import Interrupted, RecordNotWritten, interrupts_raised, run_worker
 
 
-def _worker_arguments(plan: SweepPlan, args: argparse.Namespace, storage_url: str, data_dir: Path) -> list[str]:
-    """The child's command line: the resolved plan, so every worker runs exactly the same one."""
-    arguments = [
-        "--dataset", plan.dataset, "--methods", ",".join(plan.methods), "--trials", str(plan.trials),
-        "--final-seeds", ",".join(map(str, plan.final_seeds)),
-        "--train-ratio", ",".join(f"{r:g}" for r in plan.train_ratios),
-        "--storage", storage_url, "--data-dir", str(data_dir), "--out", str(args.out),
-    ]
-    if args.sweeps_dir:
-        arguments += ["--sweeps-dir", str(args.sweeps_dir)]
-    if args.plan:
-        arguments += ["--plan", args.plan]
-    # The input is part of every study's identity: a worker without it ran other studies.
+def resolve_job(dataset: str, data_dir: Path, out: Path | None = None, storage: str | None = None,
+                sweeps_dir: Path | None = None, variant: str | None = None, methods: str | None = None,
+                trials: int | None = None, final_seeds: Sequence[int] | None = None,
+                train_ratios: Sequence[float] | None = None, features: str | None = None,
+                backbone: str | None = None) -> SweepJob:
+    """The plan with the user's overrides, checked before anything runs: the records folder is
+    writable, the data present and intact, and the methods that coincide on this dataset's network
+    found. Raises ValueError, OSError or DataUnavailableError with what to fix."""
+    # A variant's records stay apart: the leaderboard keeps one configuration per method and table.
+    out = out or (Path("results/variants") / f"{dataset}_{variant}" if variant else Path("results/runs"))
+    protocol: dict[str, Any] = {"train_ratio": [float(r) for r in train_ratios]} if train_ratios else {}
+    if features:
+        protocol["dataset_params"] = {"features": features, **({"backbone": backbone} if backbone else {})}
+    plan = SweepPlan.load(dataset, sweeps_dir, methods=methods, trials=trials,
+                          final_seeds=tuple(final_seeds) if final_seeds else None, protocol=protocol or None,
+                          variant=variant)
+    ensure_writable(out)
     inputs = plan.protocol.get("dataset_params", {})
-    for flag, key in (("--features", "features"), ("--backbone", "backbone")):
-        if inputs.get(key):
-            arguments += [flag, str(inputs[key])]
-    return arguments
+    source = dataset_source(plan.dataset)
+    source.verify(data_dir, inputs.get("features"), inputs.get("backbone"))
+    # Which methods coincide depends on the tensors' orders, so on the dataset's network.
+    plan = plan.with_coincidences(source.load(Path(data_dir), **inputs).network_spec)
+    return SweepJob(plan, storage or DEFAULT_STORAGE, Path(data_dir), Path(out))
+
+
+def prepare(job: SweepJob, searches_settled: bool = False, report: Callable[[str], None] = print) -> list[MethodStudies]:
+    """Create every search study once, before workers start (two processes creating a fresh
+    SQLite file at once can crash one), and re-queue this host's trials whose process died.
+
+    A study the storage lacks is first rebuilt from the records under the job's records folder
+    that name it (a fresh checkout, a deleted database): see :mod:`benchmark.sweep.restore`.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies = plan_studies(job.plan, open_storage(job.storage_url))
+    for line in restore_studies(studies, job.out_dir, searches_settled):
+        report(line)
+    for method_studies in studies:
+        recover_interrupted(method_studies.search_study())
+    return studies
+
+
+def job_file(job: SweepJob, log_dir: Path) -> Path:
+    """Where the spawned workers read the job: named by its content, so two sweeps of one dataset
+    (other features, another storage) running at once never read each other's."""
+    digest = hashlib.sha256(json.dumps(job.plan.to_dict(), sort_keys=True).encode()
+                            + job.storage_url.encode() + str(job.out_dir).encode()).hexdigest()[:8]
+    return log_dir / f"job-{digest}.json"
+
+
+def run_spawned_worker(path: Path, index: int) -> int:
+    """The body of a process started by :func:`spawn_workers`: run the job in ``path``."""
+    try:
+        run_worker(SweepJob.read(path), index)
+    except Interrupted:
+        return 130
+    except RecordNotWritten as error:
+        print(f"mtlbench sweep: {error}; the trial is queued again", file=sys.stderr)
+        return 1
+    return 0
 
 
 def worker_environment(index: int, workers: int, gpus: Sequence[str], base: Mapping[str, str]) -> dict[str, str]:
@@ -68,16 +108,17 @@ def worker_environment(index: int, workers: int, gpus: Sequence[str], base: Mapp
     return env
 
 
-def spawn_workers(arguments: Sequence[str], workers: int, gpus: Sequence[str], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
-    """Start ``workers`` processes of ``mtlbench sweep --worker-index i`` (see :func:`worker_environment`)."""
+def spawn_workers(job: SweepJob, workers: int, gpus: Sequence[str], log_dir: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """Start ``workers`` processes that run ``job`` (see :func:`worker_environment`)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    path = job.write(job_file(job, log_dir))
     processes = []
     for index in range(workers):
         env = worker_environment(index, workers, gpus, os.environ)
         log_path = log_dir / f"worker-{index}.log"
         with open(log_path, "a") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "benchmark", "sweep", *arguments, "--worker-index", str(index)],
+                [sys.executable, "-m", "benchmark", "sweep", "--job", str(path), "--worker-index", str(index)],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         processes.append((process, log_path))
@@ -197,40 +238,17 @@ def _watch(processes: list[tuple[subprocess.Popen, Path]], bar: tqdm, studies: S
     return 1 if failed else 0
 
 
-def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
-    storage_url = args.storage or DEFAULT_STORAGE
-    if args.worker_index is not None:  # a process spawned by the command below
-        try:
-            run_worker(plan, storage_url, data_dir, args.out, args.worker_index)
-        except Interrupted:
-            return 130
-        except RecordNotWritten as error:
-            print(f"mtlbench sweep: {error}; the trial is queued again", file=sys.stderr)
-            return 1
-        return 0
-
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
-    workers = args.workers or max(len(gpus), 1)
+def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searches_settled: bool = False) -> int:
+    """Run ``job`` to the end with ``workers`` processes (in this one when 1 and no GPUs); 0 when
+    every worker finished, 1 when one failed or a record could not be written, 130 when interrupted."""
+    plan = job.plan
     try:
-        studies = prepare(plan, storage_url, records_dir=Path(args.out), searches_settled=args.searches_settled)
+        studies = prepare(job, searches_settled)
     except Exception as error:  # a wrong URL, a server down, a missing database driver, a record it cannot restore
-        print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(storage_url)} "
-              f"or rebuild its studies from the records in {args.out}: {error}", file=sys.stderr)
+        print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(job.storage_url)} "
+              f"or rebuild its studies from the records in {job.out_dir}: {error}", file=sys.stderr)
         return 2
-    searching = "" if plan.fixed else (
-        f"\n  search: TPE, the first {plan.n_startup_trials} of {plan.trials} trials random, then guided; "
-        "objective: mean validation error over the search splits (seeds "
-        + "; ".join(f"r{r:g}: {', '.join(map(str, plan.search_seeds_at(r)))}" for r in plan.train_ratios) + ")"
-    )
-    equal = "".join(f"\n  {method} = {same}: the same penalty on every stacked tensor of {plan.dataset}; "
-                    f"{same} runs once for both" for method, same in plan.equal_to.items())
-    print(
-        f"sweep {plan.dataset}: {len(plan.running_methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
-        f"{plan.trials} trials + {len(plan.final_seeds)} final seeds each, {workers} worker(s)"
-        f"{' on GPUs ' + ','.join(gpus) if gpus else ''}\n"
-        f"  storage {storage_label(storage_url)} | W&B {wandb_mode()} | data {data_dir} | records {args.out}"
-        f"{searching}{equal}"
-    )
+    print(_announcement(job, workers, gpus))
     code = 0
     with interrupts_raised(), progress_bar(plan.dataset, studies) as bar:
         try:
@@ -239,12 +257,11 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
                     bar.write(line)
                     _refresh(bar, studies)
 
-                run_worker(plan, storage_url, data_dir, args.out, 0, report)
+                run_worker(job, 0, report)
             else:
-                log_dir = Path(args.out).parent / "logs" / f"sweep-{plan.dataset}"
+                log_dir = job.out_dir.parent / "logs" / f"sweep-{plan.dataset}"
                 bar.write(f"worker logs: {log_dir}/worker-<i>.log")
-                arguments = _worker_arguments(plan, args, storage_url, data_dir)
-                code = _watch(spawn_workers(arguments, workers, gpus, log_dir), bar, studies)
+                code = _watch(spawn_workers(job, workers, gpus, log_dir), bar, studies)
         except (Interrupted, KeyboardInterrupt):
             bar.write("interrupted: running trials were queued again; run the same command to continue")
             return 130
@@ -254,5 +271,24 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, data_dir: Path) -> int:
             return 1
         _refresh(bar, studies)
     print("\n" + format_summary(summary_rows(studies)))
-    print(f"\nfinal records: {args.out}/{plan.dataset}/<method>/ (job: final); `make leaderboard` tabulates them")
+    print(f"\nfinal records: {job.out_dir}/{plan.dataset}/<method>/ (job: final); `make leaderboard` tabulates them")
     return code
+
+
+def _announcement(job: SweepJob, workers: int, gpus: Sequence[str]) -> str:
+    """What is about to run, where it is stored, and how it searches."""
+    plan = job.plan
+    searching = "" if plan.fixed else (
+        f"\n  search: TPE, the first {plan.n_startup_trials} of {plan.trials} trials random, then guided; "
+        "objective: mean validation error over the search splits (seeds "
+        + "; ".join(f"r{r:g}: {', '.join(map(str, plan.search_seeds_at(r)))}" for r in plan.train_ratios) + ")"
+    )
+    equal = "".join(f"\n  {method} = {same}: the same penalty on every stacked tensor of {plan.dataset}; "
+                    f"{same} runs once for both" for method, same in plan.equal_to.items())
+    return (
+        f"sweep {plan.dataset}: {len(plan.running_methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
+        f"{plan.trials} trials + {len(plan.final_seeds)} final seeds each, {workers} worker(s)"
+        f"{' on GPUs ' + ','.join(gpus) if gpus else ''}\n"
+        f"  storage {storage_label(job.storage_url)} | W&B {wandb_mode()} | data {job.data_dir} | records {job.out_dir}"
+        f"{searching}{equal}"
+    )

@@ -1,0 +1,36 @@
+"""``mtlbench leaderboard`` and ``mtlbench curves``: read the records, write the tables and figures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..records import FINAL, SEARCH, read_records
+from .plots import draw_plots, draw_validation_curves
+from .tables import REFERENCE_DIR, Reference, method_rows, summary_markdown, summary_table, table_name, write_csv
+
+
+def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINAL,), plots: bool = True,
+                      reference_dir: Path = REFERENCE_DIR) -> tuple[list[Path], list[str]]:
+    """Write every CSV (and plot) of the leaderboard; return the files written and the notices
+    (broken or duplicate records skipped, configurations superseded)."""
+    records = read_records(runs_dir, jobs)
+    tables, chosen_runs, notices = method_rows(records.runs, Reference.read(reference_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, table in sorted(tables.items()):
+        path = out_dir / f"{table_name(*key)}.csv"
+        write_csv(table, path)
+        written.append(path)
+    if tables:
+        write_csv(summary_table(tables), out_dir / "summary.csv")
+        (out_dir / "summary.md").write_text(summary_markdown(tables))
+        written += [out_dir / "summary.csv", out_dir / "summary.md"]
+    if plots and tables:
+        written += draw_plots(tables, chosen_runs, read_records(runs_dir, (SEARCH,)).runs, out_dir)
+    return written, records.problems() + notices
+
+
+def build_curves(runs_dir: Path, out_dir: Path, jobs: Iterable[str]) -> list[Path]:
+    """The validation curves of every record of ``jobs`` under ``runs_dir``, one figure per dataset."""
+    return draw_validation_curves(read_records(runs_dir, jobs).runs, out_dir) if runs_dir.is_dir() else []

@@ -1,0 +1,232 @@
+"""The leaderboard's tables: a pure function of the run records and two small reference tables.
+
+Records from any number of workers and machines are gathered into one folder tree and read
+(:mod:`benchmark.records`); besides them only ``results/reference/`` is read (published results
+to compare with, and notes shown beside a method), so the tables can be rebuilt anywhere, and
+rebuilding them from the same files gives byte-identical CSVs (rows sorted, numbers rounded, no
+timestamps).
+
+One row per dataset (and features), train ratio and method. When a method has final runs of
+more than one configuration (a longer sweep found a new best), the configuration with the lowest
+mean *validation* error is shown and the others are reported as superseded: test error never
+chooses.
+
+Tables never mix protocols or layerings: records of the current protocol with each method under
+its paper's layering make ``<dataset>[_<features>].csv``; the other layering (an ablation) makes
+``..._ablation.csv``; records of an earlier protocol version make ``..._protocol<v>.csv``. A
+method a sweep did not run because it equals another on this dataset (``equal_methods`` in the
+records) is listed as "= <method>", never as a result of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..records import PROTOCOL_VERSION, RunRecord, search_edges
+
+DIGITS = 6  # rounding of every number written, so reruns are byte-identical
+REFERENCE_DIR = Path("results/reference")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the tables show beside the records: published results, and notes on methods.
+
+    ``paper_results.csv``: dataset, features, train_ratio, method, test_acc_pct, test_acc_std_pct,
+    source (e.g. TNRDMTL Table 1). ``method_notes.csv``: method, note (e.g. a provisional definition).
+    """
+
+    paper: dict[tuple[str, str, float], dict[str, tuple[float, float]]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, directory: Path = REFERENCE_DIR) -> Reference:
+        paper: dict[tuple[str, str, float], dict[str, tuple[float, float]]] = defaultdict(dict)
+        if (directory / "paper_results.csv").exists():
+            frame = pd.read_csv(directory / "paper_results.csv", keep_default_na=False)
+            for row in frame.itertuples():
+                # Stored as error, the leaderboard's metric.
+                paper[(row.dataset, row.features, float(row.train_ratio))][row.method] = (
+                    round(1 - row.test_acc_pct / 100, DIGITS), round(row.test_acc_std_pct / 100, DIGITS))
+        notes = {}
+        if (directory / "method_notes.csv").exists():
+            frame = pd.read_csv(directory / "method_notes.csv", keep_default_na=False)
+            notes = dict(zip(frame["method"], frame["note"]))
+        return cls(dict(paper), notes)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(sum(values) / len(values), DIGITS)
+
+
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1), NaN for a single run."""
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    return round(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), DIGITS)
+
+
+def _val_err(runs: Sequence[RunRecord]) -> float:
+    values = [r.val_err for r in runs if r.val_err is not None]
+    return _mean(values) if values else math.nan
+
+
+def _config_key(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+
+
+def _choose_configuration(runs: list[RunRecord]) -> tuple[list[RunRecord], list[list[RunRecord]]]:
+    """The runs of the configuration with the lowest mean validation error; the others."""
+    by_config: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_config[_config_key(run.config)].append(run)
+    ranked = sorted(by_config.items(), key=lambda item: (
+        math.inf if math.isnan(_val_err(item[1])) else _val_err(item[1]), -len(item[1]), item[0]))
+    return ranked[0][1], [group for _, group in ranked[1:]]
+
+
+TableKey = tuple[str, str, str]  # (dataset, features, variant: "", "ablation" or "protocol<v>")
+
+
+def table_variant(record: RunRecord) -> str:
+    """Which table a record belongs in: the current protocol under the method's paper's layering
+    (""), under the other layering ("ablation"), or an earlier protocol ("protocol<v>")."""
+    if record.protocol_version != PROTOCOL_VERSION:
+        return f"protocol{record.protocol_version}"
+    return "" if record.paper_layering else "ablation"
+
+
+def table_key(record: RunRecord) -> TableKey:
+    return record.dataset, record.features, table_variant(record)
+
+
+def at_edge(record: RunRecord) -> str:
+    """The searched values of a run's configuration at an edge of the range it was searched in."""
+    return ", ".join(search_edges(record.search_space or {}, record.config))
+
+
+def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference()
+                ) -> tuple[dict[TableKey, pd.DataFrame], dict[TableKey, list[RunRecord]], list[str]]:
+    """Per table: one row per train ratio and method, the runs behind the rows, notices."""
+    groups: dict[tuple[str, str, str, float, str], list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        groups[(*table_key(run), run.train_ratio, run.method)].append(run)
+    rows: dict[TableKey, list[dict[str, Any]]] = defaultdict(list)
+    chosen_runs: dict[TableKey, list[RunRecord]] = defaultdict(list)
+    notices = []
+    for (dataset, features, variant, ratio, method), group in sorted(groups.items()):
+        chosen, superseded = _choose_configuration(group)
+        for other in superseded:
+            notices.append(
+                f"{dataset} {method} r{ratio:g}: {len(other)} run(s) of another configuration (lam "
+                f"{other[0].config['lam']:.4g}, hidden {other[0].config['hidden']}) superseded by "
+                "one with lower validation error"
+            )
+        errors = [r.test_err_mean for r in chosen]
+        paper = reference.paper.get((dataset, features, ratio), {}).get(method, (math.nan, math.nan))
+        first = chosen[0]
+        row: dict[str, Any] = {
+            "dataset": dataset, "features": features, "train_ratio": ratio, "method": method,
+            "layers": first.config.get("layers", "all"),
+            "n_runs": len(chosen), "seeds": " ".join(str(s) for s in sorted(r.seed for r in chosen)),
+            "lam": round(first.config["lam"], DIGITS), "hidden": first.config["hidden"],
+            "at_edge": at_edge(first),
+            "test_err_mean": _mean(errors), "test_err_std": _std(errors), "val_err_mean": _val_err(chosen),
+            "paper_test_err_mean": paper[0], "paper_test_err_std": paper[1],
+            # our mean test error minus the paper's, in percentage points (positive: we err more)
+            "vs_paper_pts": round(100 * (_mean(errors) - paper[0]), DIGITS - 2), "note": reference.notes.get(method, ""),
+            "_errors_by_seed": {r.seed: r.test_err_mean for r in chosen},
+        }
+        for task in sorted({task for r in chosen for task in r.tasks}):
+            row[f"test_err/{task}"] = _mean([r.tasks[task]["test_err"] for r in chosen if task in r.tasks])
+        key = (dataset, features, variant)
+        rows[key].append(row)
+        chosen_runs[key].extend(chosen)
+        for same in sorted({m for r in chosen for m in r.equal_methods}):
+            rows[key].append({"dataset": dataset, "features": features, "train_ratio": ratio, "method": same,
+                              "note": f"= {method}"})
+    return {key: _rank(pd.DataFrame(value)) for key, value in rows.items()}, dict(chosen_runs), notices
+
+
+def _wins(errors: dict[int, float], reference: dict[int, float] | None) -> str:
+    """"k/n": on k of the n seeds both have run, the lower test error; empty with none in common.
+
+    A seed is a split, the same for every method, so this pairs runs on the same data: at five
+    seeds a mean difference smaller than the std over seeds can still be 5/5, or a coin toss.
+    """
+    shared = sorted(set(errors) & set(reference or {}))
+    return f"{sum(errors[s] < reference[s] for s in shared)}/{len(shared)}" if shared else ""
+
+
+def _rank(table: pd.DataFrame) -> pd.DataFrame:
+    """Rank 1 = lowest mean test error within a train ratio; change against STL in percent, and
+    on how many seeds (splits) the method beats STL. Rows of methods equal to another ("= m")
+    have no numbers and no rank."""
+    table["rank"] = table.groupby("train_ratio")["test_err_mean"].rank(method="min").astype("Int64")
+    is_stl = table["method"] == "stl"
+    stl = table[is_stl].set_index("train_ratio")
+    reference = table["train_ratio"].map(stl["test_err_mean"])
+    table["vs_stl_pct"] = (100 * (table["test_err_mean"] - reference) / reference).round(DIGITS - 2)
+    stl_errors = stl["_errors_by_seed"].to_dict()
+    table["beats_stl"] = [
+        "" if stl_row or not isinstance(errors, dict) else _wins(errors, stl_errors.get(ratio))
+        for errors, ratio, stl_row in zip(table["_errors_by_seed"], table["train_ratio"], is_stl)
+    ]
+    first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
+             "at_edge", "test_err_mean", "test_err_std", "vs_stl_pct", "beats_stl", "val_err_mean", "paper_test_err_mean",
+             "paper_test_err_std", "vs_paper_pts"]
+    tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
+    ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
+    if ordered["paper_test_err_mean"].isna().all():
+        ordered = ordered.drop(columns=["paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"])
+    return ordered.reset_index(drop=True)
+
+
+def table_name(dataset: str, features: str, variant: str = "") -> str:
+    return "_".join(part for part in (dataset, features, variant) if part)
+
+
+def summary_table(tables: dict[TableKey, pd.DataFrame]) -> pd.DataFrame:
+    """Datasets (with features and ratio) x methods: mean test error."""
+    frames = [t.assign(table=table_name(*key)) for key, t in sorted(tables.items())]
+    if not frames:
+        return pd.DataFrame()
+    long = pd.concat(frames, ignore_index=True)
+    wide = long.pivot_table(index=["table", "train_ratio"], columns="method", values="test_err_mean", aggfunc="first")
+    return wide.reset_index().rename_axis(columns=None)
+
+
+def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
+    """Mean test error % (std) per dataset and method; the best of each row in bold."""
+    methods = sorted({m for t in tables.values() for m in t["method"]})
+    lines = ["| dataset | train | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for key, table in sorted(tables.items()):
+        for ratio, part in table.groupby("train_ratio", sort=True):
+            best = part["test_err_mean"].min()
+            cells = []
+            for method in methods:
+                row = part[part["method"] == method]
+                if row.empty:
+                    cells.append("")
+                    continue
+                mean, std = row["test_err_mean"].iloc[0], row["test_err_std"].iloc[0]
+                if math.isnan(mean):  # a method equal to another: "= tucker"
+                    cells.append(str(row["note"].iloc[0]))
+                    continue
+                text = f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ({100 * std:.2f})")
+                cells.append(f"**{text}**" if mean == best else text)
+            lines.append(f"| {table_name(*key)} | {ratio:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False, float_format=f"%.{DIGITS}g", lineterminator="\n")

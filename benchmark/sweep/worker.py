@@ -1,0 +1,278 @@
+"""A sweep worker: runs trials of the plan's studies until none is left to start; one per process.
+
+Each trial trains through :func:`benchmark.train.train`, which writes its record; a pruned or
+failed trial writes a record too (:mod:`benchmark.records`), so that a storage rebuilt from the
+records knows its position was settled. SIGINT or SIGTERM re-queue the running trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import optuna
+from optuna.trial import FrozenTrial
+
+from ..config import TrainConfig
+from ..data import dataset_source
+from ..records import (
+    FAILED,
+    FINAL,
+    PRUNED,
+    SEARCH,
+    RecordWriteError,
+    RunRecord,
+    git_revision,
+    metric_key,
+    new_run_id,
+    package_versions,
+    record_path,
+    search_objective,
+)
+from ..tracking import Tracking
+from .plan import SweepJob
+from .studies import (
+    MethodStudies,
+    claim,
+    open_storage,
+    plan_studies,
+    recover_all,
+    recover_interrupted,
+    storage_label,
+    study_progress,
+)
+
+if TYPE_CHECKING:
+    from ..train import RunResult
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a worker: its running trial is re-queued, then it exits.
+
+    A BaseException, so that neither Lightning nor Optuna records it as an ordinary failure.
+    """
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+class RecordNotWritten(BaseException):
+    """A trial trained but could not write its record: it is queued again, not counted as settled,
+    and the worker stops (every later trial would lose its record too). A BaseException, like
+    :class:`Interrupted`, so that Optuna does not close the trial as failed."""
+
+
+class ValidationPruning(L.Callback):
+    """Reports the best validation error so far each epoch; stops the trial if Optuna prunes it."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.best_error = float("inf")
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self.best_error = min(self.best_error, 1 - module.epoch_metrics["val"][metric_key("val", "acc_mean")])
+        self.trial.report(self.best_error, trainer.current_epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"epoch {trainer.current_epoch}: best val error {self.best_error:.4f}")
+
+
+# ---- running trials --------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    """Runs trials of a plan until none is left to start; one per process."""
+
+    job: SweepJob
+    index: int = 0
+    report: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.plan, self.storage_url, self.out_dir = self.job.plan, self.job.storage_url, self.job.out_dir
+        self.studies = plan_studies(self.plan, open_storage(self.storage_url))
+        self.features = dataset_source(self.plan.dataset).features_label(self.plan.protocol.get("dataset_params", {}))
+
+    def run(self) -> None:
+        """Search every method first (so workers spread over them), then the finals.
+
+        A study other workers are still busy with is left for later; the worker waits only when
+        every remaining study is blocked, and exits when all are done.
+        """
+        for studies in self.studies:
+            while self._step_search(studies) == "ran":
+                pass
+        pending = list(self.studies)
+        last_notice = 0.0
+        while pending:
+            states = {id(s): self._step(s) for s in pending}
+            pending = [s for s in pending if states[id(s)] != "done"]
+            if pending and "ran" not in states.values():
+                if time.monotonic() - last_notice > 60:
+                    names = ", ".join(s.method for s in pending)
+                    self.report(f"[w{self.index}] waiting for trials other workers are running ({names})")
+                    last_notice = time.monotonic()
+                time.sleep(2)
+
+    # Each step runs at most one trial and returns "ran", "blocked" (others are busy) or "done".
+    def _step_search(self, studies: MethodStudies) -> str:
+        study = self._sampler_study(studies)
+        recover_all(study)
+        progress = study_progress(study, self.plan.trials)
+        if progress.can_start:
+            self._run_one(study, lambda trial: self._search_objective(studies, trial))
+            return "ran"
+        return "done" if progress.done else "blocked"
+
+    def _step(self, studies: MethodStudies) -> str:
+        search_state = self._step_search(studies)  # a re-queued search trial comes first
+        if search_state != "done":
+            return search_state
+        best = studies.best_trial()
+        if best is None:
+            return "done"  # every search trial failed: reported in the table, nothing to re-run
+        study = studies.final_study(best)
+        recover_all(study)
+        progress = study_progress(study, len(self.plan.final_seeds))
+        if progress.can_start:
+            self._run_one(study, lambda trial: self._final_objective(studies, best, trial))
+            return "ran"
+        return "done" if progress.done else "blocked"
+
+    def _sampler_study(self, studies: MethodStudies) -> optuna.Study:
+        # A sampler seed that differs per study, per worker and per resumed run: the searches of
+        # different methods must not try the same points (a seed from the worker and trial number
+        # alone gave all 14 methods the same 8 points), workers started together must not propose
+        # the same first parameters, nor a resumed run repeat its first ones.
+        existing = len(studies.search_study().get_trials(deepcopy=False))
+        study_seed = int(hashlib.sha256(studies.search_name.encode()).hexdigest()[:8], 16)
+        return studies.search_study(sampler_seed=(study_seed + self.index * 1009 + existing) % 2**32)
+
+    def _run_one(self, study: optuna.Study, objective: Callable[[optuna.Trial], float]) -> None:
+        try:
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except (Interrupted, SystemExit, KeyboardInterrupt, RecordNotWritten) as stop:
+            requeued = recover_interrupted(study, only_pid=os.getpid())
+            why = "its record could not be written" if isinstance(stop, RecordNotWritten) else "interrupted"
+            self.report(f"{why}: trial(s) {requeued} of {study.study_name} queued again")
+            raise
+
+    def _search_objective(self, studies: MethodStudies, trial: optuna.Trial) -> float:
+        """The mean validation error of the trial's configuration over the plan's search splits.
+
+        At a small train ratio one split's validation part is a few dozen samples (53 at ratio 0.1
+        on Office-Caltech, none for dslr), too few to tell configurations apart; more splits
+        average that noise down. The pruner watches the first split only.
+        """
+        claim(trial, self.plan.trials)
+        searched = {d.name: d.suggest(trial) for d in studies.search_space}
+        errors = []
+        seeds = self.plan.search_seeds_at(studies.train_ratio)
+        for index, seed in enumerate(seeds):
+            config = self.plan.config(studies.method, studies.train_ratio, seed=seed, **searched)
+            callbacks = [ValidationPruning(trial)] if index == 0 else []
+            what = "trial" if len(seeds) == 1 else f"trial, split {index + 1}/{len(seeds)}"
+            with self._reported(trial, studies, what, searched, config, SEARCH):
+                result = self._train(config, trial, SEARCH, callbacks, studies, search_split=index)
+                if result.record.val_err is None:
+                    raise ValueError(f"no task has a validation part at train_ratio={studies.train_ratio} and "
+                                     f"val_ratio={config.val_ratio}, so a search has nothing to select on; raise either")
+            errors.append(result.record.val_err)
+        trial.set_user_attr("split_errors", errors)
+        return search_objective(errors)
+
+    def _final_objective(self, studies: MethodStudies, best: FrozenTrial, trial: optuna.Trial) -> float:
+        position = claim(trial, len(self.plan.final_seeds))
+        seed = trial.user_attrs["seed"] if position is None else self.plan.final_seeds[position]
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("best_trial", best.number)
+        config = self.plan.config(studies.method, studies.train_ratio, seed=seed, **best.params)
+        with self._reported(trial, studies, f"final seed {seed}", best.params, config, FINAL):
+            result = self._train(config, trial, FINAL, [], studies)
+        trial.set_user_attr("test_err_mean", result.record.test_err_mean)
+        return result.record.final_objective()
+
+    def _train(self, config: TrainConfig, trial: optuna.Trial, job: str, callbacks: list[L.Callback],
+               studies: MethodStudies, **fields: Any) -> RunResult:
+        from ..train import train  # imports Lightning's trainer stack only where trials run
+
+        study_name = trial.study.study_name
+        result = train(
+            config, self.job.data_dir, self.out_dir, progress=False, callbacks=callbacks,
+            tracking=Tracking(job_type=job, group=study_name, name=f"{config.method}-{job}-t{trial.number}"),
+            record_fields={"study": study_name, "trial": trial.number, "storage": storage_label(self.storage_url),
+                           # the ranges searched, so a table can flag a choice at their edge
+                           "search_space": {d.name: d.describe() for d in studies.search_space},
+                           "equal_methods": [m for m, same in self.plan.equal_to.items() if same == studies.method],
+                           **fields},
+        )
+        trial.set_user_attr("record", str(result.path))
+        return result
+
+    @contextmanager
+    def _reported(self, trial: optuna.Trial, studies: MethodStudies, what: str, params: dict[str, Any],
+                  config: TrainConfig, job: str) -> Iterator[None]:
+        """Report how the trial ended; a pruned or failed one also leaves a record, so that a
+        storage rebuilt from the records knows its position was settled."""
+        started = time.perf_counter()
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        label = f"[w{self.index}] {studies.method} r{studies.train_ratio:g} {what} (#{trial.number}, {shown})"
+        try:
+            yield
+        except RecordWriteError as error:
+            raise RecordNotWritten(str(error)) from error
+        except optuna.TrialPruned as pruned:
+            self.report(f"{label}: pruned ({pruned})")
+            self._record_unfinished(trial, config, job, PRUNED, str(pruned), time.perf_counter() - started)
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr("fail_reason", reason[:2000])
+            self.report(f"{label}: FAILED, {reason}")
+            self._record_unfinished(trial, config, job, FAILED, reason[:2000], time.perf_counter() - started)
+            raise
+        self.report(f"{label}: done in {time.perf_counter() - started:.1f} s")
+
+    def _record_unfinished(self, trial: optuna.Trial, config: TrainConfig, job: str, state: str, reason: str,
+                           wall_time: float) -> None:
+        """The record of a trial that ended without a result: what it ran and why it stopped."""
+        (frozen,) = [t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number]
+        record = RunRecord(
+            run_id=new_run_id(config.seed), job=job, state=state, reason=reason, dataset=config.dataset,
+            method=config.method, config=config.to_dict(), seed=config.seed, features=self.features,
+            study=trial.study.study_name, trial=trial.number, storage=storage_label(self.storage_url),
+            reported_errors={str(epoch): value for epoch, value in sorted(frozen.intermediate_values.items())},
+            wall_time_s=round(wall_time, 3), git_rev=git_revision(), versions=package_versions(),
+        )
+        path = record.write(record_path(self.out_dir, config.dataset, config.method, record.run_id))
+        trial.set_user_attr("record", str(path))
+
+
+# ---- entry points -----------------------------------------------------------------------
+
+
+@contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the body; the old handlers come back after."""
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_worker(job: SweepJob, index: int, report: Callable[[str], None] = print) -> None:
+    """Run ``job``'s trials in this process until none is left; SIGINT and SIGTERM re-queue the running one."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with interrupts_raised():
+        Worker(job, index, report).run()
