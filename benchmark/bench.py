@@ -23,6 +23,8 @@ same run, so the numbers mean the same on a noisy machine. Sections:
 - ``cost``: time to leaderboard, from the committed run records alone (no training): the run
   time of every search trial and final run per dataset, protocol version and train ratio, in
   CPU-hours, with the runs counted.
+- ``loop`` and ``profile``: the training loop's own cost, Lightning against a plain PyTorch loop
+  doing the same work, and where a step's time goes (:mod:`benchmark.bench_loop`).
 - ``selection``: model selection at a small train ratio. STL on Office-Caltech SURF at ratio 0.1,
   on a fixed grid of lambda x hidden, trained on the search splits and on the final splits: which
   configuration one search split's validation error picks, which the mean over three picks, and
@@ -32,6 +34,7 @@ same run, so the numbers mean the same on a noisy machine. Sections:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import platform
@@ -45,6 +48,8 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from .bench_loop import bench_loop, bench_profile, loop_summary
 
 NORM_SHAPES: dict[str, tuple[int, ...]] = {
     "office31 fc7 hidden H=128": (4096, 128, 3),
@@ -210,18 +215,16 @@ def _time_training(job: dict[str, Any]) -> dict[str, Any]:
     import lightning as L
 
     from .config import TrainConfig
-    from .data import MultiTaskDataModule, dataset_source
+    from .data import dataset_source
     from .methods import method_class
-    from .train import quiet_lightning
+    from .train import data_module, quiet_lightning
 
     quiet_lightning()
     torch.manual_seed(0)
     config = TrainConfig.from_dict(job["config"])
     dataset = dataset_source(config.dataset).load(Path(job["data_dir"]), **config.dataset_params)
     module_class = method_class(config.method)
-    data = MultiTaskDataModule(dataset, train_ratio=config.train_ratio, val_ratio=config.val_ratio, seed=0,
-                               samples_per_class=config.samples_per_class, outer_batches=module_class.outer_batches,
-                               holdout_ratio=module_class.holdout_ratio(config.method_params))
+    data = data_module(dataset, dataclasses.replace(config, seed=0), module_class)
     module = module_class(data.network_spec, config, dataset.task_names)
     before = _rss_mb()
     timer = _StepTimer()
@@ -631,6 +634,7 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                                           ("hours of run time", "cpu_hours", ".1f")]),
                   "", "A run's time is its process's wall time with one thread per worker; records written before "
                   "the workers split the cores (Office-Caltech ratio 0.1) ran beside other sweeps and overstate it.", ""]
+    lines += loop_summary(tables.get("loop"), tables.get("profile"))
     selection = tables.get("selection")
     if selection is not None and not selection.empty:
         lines += [f"## Model selection at a small train ratio ({selection['method'].iloc[0].upper()}, Office-Caltech SURF, "
@@ -640,7 +644,7 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("norms", "batching", "training", "lazy", "trained", "cost", "selection")
+SECTIONS = ("norms", "batching", "training", "lazy", "trained", "cost", "loop", "profile", "selection")
 
 
 def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
@@ -655,6 +659,10 @@ def run_section(section: str, repeats: int, data_dir: Path) -> pd.DataFrame:
         return bench_selection(data_dir)
     if section == "cost":
         return bench_cost()
+    if section == "loop":
+        return bench_loop(data_dir, repeats)
+    if section == "profile":
+        return bench_profile(data_dir)
     if section == "trained":
         return bench_trained(data_dir, repeats=max(repeats, 15))
     return bench_lazy(data_dir, seeds=(1, 2, 3), every=4)

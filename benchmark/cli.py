@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.source import DEFAULT_BACKBONE
-from .config import DATA_DIR_VARIABLE, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
+from .config import DATA_DIR_VARIABLE, EPOCHS, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
 from .records import RecordWriteError, RunRecord, ensure_writable
 
 
@@ -103,7 +103,7 @@ def _train(args: argparse.Namespace) -> int:
     values = {
         key: getattr(args, key)
         for key in ("dataset", "method", "lam", "hidden", "lr", "seed", "train_ratio", "val_ratio", "max_epochs", "layers",
-                    "penalty_every")
+                    "penalty_every", "epoch", "max_steps")
         if getattr(args, key) is not None
     }
     values["method_params"] = parse_assignments(args.param)
@@ -135,7 +135,8 @@ def _print_summary(record: RunRecord) -> None:
         print(f"  {task:<24}{val:>10}{m['test_acc']:>10.4f}{m['test_err']:>10.4f}")
     val_mean = "-" if record.val_acc_mean is None else f"{record.val_acc_mean:.4f}"
     print(f"  {'mean':<24}{val_mean:>10}{record.test_acc_mean:>10.4f}{record.test_err_mean:>10.4f}")
-    print(f"  wall time {record.wall_time_s:.1f} s")
+    print(f"  {record.steps} steps ({record.steps_per_epoch} per epoch, epoch = {record.config['epoch']}); "
+          f"wall time {record.wall_time_s:.1f} s")
 
 
 def _comma_list(text: str) -> list[str]:
@@ -286,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-ratio", type=float, help="train part per task and class (rest: test)")
     train.add_argument("--val-ratio", type=float, help="validation part of train (0: fixed budget)")
     train.add_argument("--max-epochs", type=_at_least(1), help="epochs")
+    train.add_argument("--epoch", choices=list(EPOCHS),
+                       help="what an epoch is: largest_task (default: the largest task's training part seen once) or "
+                       "all_samples (the GTTN code: all training samples / (batch per task x tasks))")
+    train.add_argument("--max-steps", type=_at_least(1),
+                       help="a budget in optimiser steps instead of --max-epochs (rounded up to whole epochs)")
     train.add_argument("--layers", choices=list(LAYERINGS),
                        help="all: stack and regularise hidden and heads; head: share the hidden layer (Frobenius) and "
                        "regularise the stacked heads; paper (default): the method's paper's layering")
@@ -350,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves.set_defaults(handler=_curves)
 
     bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
-    bench.add_argument("--sections", default="norms,batching,training,lazy,trained,cost",
+    bench.add_argument("--sections", default="norms,batching,training,lazy,trained,cost,loop,profile",
                        help="comma-separated sections (also: selection, about 20 min, not in the default)")
     bench.add_argument("--repeats", type=_at_least(1), default=3, help="runs per timing (the median is reported)")
     bench.add_argument("--data-dir", type=Path, help=data_help)

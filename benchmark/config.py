@@ -12,6 +12,11 @@ from typing import Any
 DATA_DIR_VARIABLE = "BENCHMARK_DATA_DIR"
 
 LAYERINGS = ("all", "head", "paper")
+# What one epoch is (a budget in epochs means a different amount of training in each code):
+# "largest_task" (this suite): enough steps for the largest task's training part to be seen once;
+# "all_samples" (the GTTN paper's code): all tasks' training samples / (batch per task x tasks),
+# rounded down (at least 1). Each step draws one batch per task either way.
+EPOCHS = ("largest_task", "all_samples")
 
 
 def default_data_dir() -> Path:
@@ -32,6 +37,10 @@ class TrainConfig:
     train_ratio: float = 0.5  # per task and class; the rest is test
     val_ratio: float = 0.2  # part of train kept for model selection; 0 = fixed budget, last epoch
     max_epochs: int = 30
+    epoch: str = "largest_task"  # one of EPOCHS
+    # A budget in optimiser steps instead of epochs: the run takes ceil(max_steps / steps per epoch)
+    # whole epochs (validation runs at epoch ends, so a budget is never cut mid-epoch); None: max_epochs.
+    max_steps: int | None = None
     samples_per_class: int = 2  # batch per task = samples_per_class x classes of the widest task
     class_balanced: bool = True
     # "all": hidden and heads stacked and regularised; "head": hidden shared (Frobenius), heads
@@ -49,6 +58,10 @@ class TrainConfig:
             raise ValueError(f"train_ratio must be in (0, 1), got {self.train_ratio}")
         if not 0 <= self.val_ratio < 1:
             raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+        if self.epoch not in EPOCHS:
+            raise ValueError(f"epoch must be one of {', '.join(EPOCHS)}, got {self.epoch!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 (or unset, for max_epochs), got {self.max_steps}")
         if self.layers not in LAYERINGS:
             raise ValueError(f"layers must be one of {', '.join(LAYERINGS)}, got {self.layers!r}")
         if self.lam < 0 or self.lr <= 0 or min(self.hidden, self.max_epochs, self.samples_per_class, self.penalty_every) < 1:

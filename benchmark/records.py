@@ -113,6 +113,8 @@ class RunRecord:
     test_acc_mean: float | None = None
     test_err_mean: float | None = None
     val_acc_history: list[float] | None = None
+    steps: int | None = None  # optimiser steps taken (one batch per task each)
+    steps_per_epoch: int | None = None  # as the config's epoch defines an epoch
     val_tasks: list[str] | None = None  # the tasks whose mean selected the epoch
     method_state: dict[str, float] | None = None  # the method's logged state at the end
     method_state_history: list[dict[str, float]] | None = None  # ... at the end of every epoch
@@ -171,9 +173,11 @@ class RunRecord:
         return reported
 
     def identity(self) -> str:
-        """What makes two records the same run: gathered twice from two machines, or re-run."""
-        return json.dumps({**self.config, "job": self.job, "state": self.state,
-                           "protocol_version": self.protocol_version}, sort_keys=True)
+        """What makes two records the same run: gathered twice from two machines, or re-run. A
+        sweep's trials are told apart by study, trial and split as well: two trials may run the
+        same configuration (an enqueued or re-proposed point), and both hold a position."""
+        return json.dumps({**self.config, "job": self.job, "state": self.state, "protocol_version": self.protocol_version,
+                           "study": self.study, "trial": self.trial, "search_split": self.search_split}, sort_keys=True)
 
     # ---- on disk ----
 

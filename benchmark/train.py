@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -188,6 +189,38 @@ def _summary(record: RunRecord, history: list[dict[str, float]]) -> dict[str, An
     return summary
 
 
+class StepCount(L.Callback):
+    """Optimiser steps taken: training batches, one batch per task each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.count += 1
+
+
+def data_module(dataset: MultiTaskDataset, config: TrainConfig,
+                module_class: type[MultiTaskModule]) -> MultiTaskDataModule:
+    """The split, batches and epoch of ``config`` over ``dataset``, with the further part of the
+    data a method trains on where it has one (``outer_batches``)."""
+    return MultiTaskDataModule(
+        dataset,
+        train_ratio=config.train_ratio,
+        val_ratio=config.val_ratio,
+        seed=config.seed,
+        samples_per_class=config.samples_per_class,
+        class_balanced=config.class_balanced,
+        outer_batches=module_class.outer_batches,
+        holdout_ratio=module_class.holdout_ratio(config.method_params),
+        epoch=config.epoch,
+    )
+
+
+def budget_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Whole epochs the run trains: ``max_epochs``, or enough for ``max_steps`` (rounded up)."""
+    return config.max_epochs if config.max_steps is None else math.ceil(config.max_steps / steps_per_epoch)
+
+
 @dataclass
 class _Fitted:
     """What training and testing produced: the record's fields, where it goes, the epochs' metrics."""
@@ -211,20 +244,12 @@ def _fit_and_test(
 
     started = time.perf_counter()
     L.seed_everything(config.seed, verbose=False)
-    data = MultiTaskDataModule(
-        dataset,
-        train_ratio=config.train_ratio,
-        val_ratio=config.val_ratio,
-        seed=config.seed,
-        samples_per_class=config.samples_per_class,
-        class_balanced=config.class_balanced,
-        outer_batches=module_class.outer_batches,
-        holdout_ratio=module_class.holdout_ratio(config.method_params),
-    )
+    data = data_module(dataset, config, module_class)
+    epochs = budget_epochs(config, data.steps_per_epoch)
     module = module_class(data.network_spec, config, dataset.task_names)
-    selector, initial, states = BestEpoch(), InitialNorms(), MethodStateHistory()
+    selector, initial, states, steps = BestEpoch(), InitialNorms(), MethodStateHistory(), StepCount()
     trainer = L.Trainer(
-        max_epochs=config.max_epochs,
+        max_epochs=epochs,
         accelerator=accelerator,
         devices=1,
         logger=WandbLogger(experiment=run),
@@ -233,17 +258,19 @@ def _fit_and_test(
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if data.has_validation else 0,
-        callbacks=[selector, initial, states, *(callbacks or [])],
+        callbacks=[selector, initial, states, steps, *(callbacks or [])],
     )
     trainer.fit(module, datamodule=data)
     if data.has_validation:
         selector.restore(module)
         selection, selected_epoch = "best_val_acc_mean", selector.best_epoch
     else:
-        selection, selected_epoch = "fixed_budget_last_epoch", config.max_epochs - 1
+        selection, selected_epoch = "fixed_budget_last_epoch", epochs - 1
     trainer.test(module, datamodule=data, verbose=False)
     fields = _results(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
     fields.update(
+        steps=steps.count,
+        steps_per_epoch=data.steps_per_epoch,
         val_tasks=data.validation_tasks,
         outer_part=data.outer_part or None,
         method_state_history=states.history or None,

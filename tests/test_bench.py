@@ -33,7 +33,7 @@ def test_summary_says_met_or_missed() -> None:
 
 def test_unknown_section_names_the_valid_ones(tmp_path: Path, capsys) -> None:
     assert main(["bench", "--sections", "nope", "--out", str(tmp_path)]) == 2
-    assert "valid: norms, batching, training, lazy, trained, cost, selection" in capsys.readouterr().err
+    assert "valid: norms, batching, training, lazy, trained, cost, loop, profile, selection" in capsys.readouterr().err
 
 
 def test_selection_summary_compares_each_rule_with_the_grids_best_on_the_same_splits() -> None:
@@ -48,3 +48,29 @@ def test_selection_summary_compares_each_rule_with_the_grids_best_on_the_same_sp
     assert "Grid best by mean test error over 3 final splits: lambda 1, hidden 8" in text
     assert "| validation error of one search split (seed 0) | 0.1, 8 | 1 | 42.00 | +5.00 (+5.00, +5.00) |" in text
     assert "| mean validation error over 3 search splits | 1, 8 | 1 | 37.00 | +0.00 (+0.00, +0.00) |" in text
+
+
+def test_the_plain_loop_does_the_work_the_lightning_loop_does(shared_data_dir: Path) -> None:
+    """Both loops train the same module from the same seed on the same batches: the same weights after."""
+    import torch
+
+    from benchmark.bench_loop import _setup, lightning_loop, plain_loop
+
+    plain_module, data = _setup(shared_data_dir, "laf", "head", hidden=8)
+    assert plain_loop(plain_module, data, warmup=2, steps=3) > 0
+    lightning_module, data = _setup(shared_data_dir, "laf", "head", hidden=8)
+    assert lightning_loop(lightning_module, data, warmup=2, steps=3) > 0
+    for (name, a), (_, b) in zip(plain_module.state_dict().items(), lightning_module.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_the_loop_summary_says_met_or_missed() -> None:
+    from benchmark.bench_loop import loop_summary
+
+    loop = pd.DataFrame([{"method": "stl", "layers": "head", "steps": 60, "plain_step_ms": 3.0, "lightning_step_ms": 3.3,
+                          "ratio": 1.1},
+                         {"method": "laf", "layers": "head", "steps": 60, "plain_step_ms": 3.0, "lightning_step_ms": 4.5,
+                          "ratio": 1.5}])
+    text = "\n".join(loop_summary(loop, None))
+    assert "stl, layers head: plain 3.00 ms, Lightning 3.30 ms per step, x1.10 (met)" in text
+    assert "x1.50 (MISSED)" in text

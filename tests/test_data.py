@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import shutil
 from pathlib import Path
 
@@ -46,6 +48,29 @@ def test_batches_are_one_equal_block_per_task_and_standardised_on_train() -> Non
     np.testing.assert_allclose(pooled.std(0, ddof=1), 1, atol=1e-4)
     first_task_test = ((data.dataset.tasks[0].inputs[data.splits[0]["test"]] - data._mean) / data._std).numpy()
     assert np.abs(first_task_test.mean(0)).max() > 1e-3  # test data was not used for the statistics
+
+
+def test_an_epoch_is_the_largest_task_once_or_the_gttn_codes_share_of_all_samples() -> None:
+    """The GTTN code's epoch is all training samples / (batch per task x tasks): 16 steps on SURF
+    where this suite's is 29, so "100 epochs" meant a different amount of training in each."""
+    dataset = dataset_source("synthetic").load(Path("."), n_tasks=3, samples_per_task=90, n_classes=3)
+    largest = MultiTaskDataModule(dataset, train_ratio=0.5, val_ratio=0.2, samples_per_class=2)
+    sizes = [len(s["train"]) for s in largest.splits]
+    assert largest.steps_per_epoch == math.ceil(max(sizes) / 6) == len(list(largest.train_dataloader()))
+    gttn = MultiTaskDataModule(dataset, train_ratio=0.5, val_ratio=0.2, samples_per_class=2, epoch="all_samples")
+    assert gttn.steps_per_epoch == sum(sizes) // (6 * 3) == len(list(gttn.train_dataloader()))
+
+
+def test_a_budget_in_steps_runs_whole_epochs_and_is_recorded(tmp_path: Path) -> None:
+    from benchmark.config import TrainConfig
+    from benchmark.train import train
+
+    config = TrainConfig(method="stl", hidden=4, max_steps=10, dataset_params={"n_tasks": 2, "samples_per_task": 40})
+    record = train(config, Path("."), None, progress=False).record
+    epochs = math.ceil(10 / record.steps_per_epoch)
+    assert record.steps == epochs * record.steps_per_epoch >= 10 and len(record.val_acc_history) == epochs
+    with pytest.raises(ValueError, match="epoch must be one of largest_task, all_samples"):
+        TrainConfig(epoch="pass")
 
 
 def test_class_balanced_batches_draw_every_class_equally() -> None:

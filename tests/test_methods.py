@@ -89,6 +89,8 @@ def test_contract_every_method_trains_and_writes_a_valid_record(method: str, tmp
         assert 0 <= task["test_acc"] <= 1 and task["test_err"] == pytest.approx(1 - task["test_acc"])
     assert record["test_err_mean"] == pytest.approx(np.mean([t["test_err"] for t in record["tasks"].values()]))
     assert (tmp_path / "synthetic" / method / record["split_file"]).is_file()
+    # Every run says how much it trained: the epochs it ran, in steps of one batch per task.
+    assert record["steps"] == 2 * record["steps_per_epoch"] > 0
 
 
 @pytest.mark.parametrize("method", [m for m in method_names() if m != "laf_tf"])

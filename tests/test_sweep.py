@@ -280,7 +280,7 @@ def test_a_lost_storage_is_rebuilt_from_the_records(tmp_path: Path, capsys) -> N
     plan, url, runs = load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db", tmp_path / "runs"
     before = _search_trials(plan, url)
     best = {s.method: s.best_trial().number for s in studies_of(plan, url)}
-    reported = {s.method: s.search_study().get_trials()[0].intermediate_values for s in studies_of(plan, url)}
+    reported = {s.method: (s.best_trial().number, s.best_trial().intermediate_values) for s in studies_of(plan, url)}
     # Lose the storage, a final run cut off mid-way (seed 2 of stl) and a search trial of tucker.
     (tmp_path / "optuna.db").unlink()
     cut_off = next(r for r in records(runs, "final") if (r["method"], r["seed"]) == ("stl", 2))
@@ -301,8 +301,8 @@ def test_a_lost_storage_is_rebuilt_from_the_records(tmp_path: Path, capsys) -> N
     assert restored_lost.state == TrialState.FAIL and "left none" in restored_lost.user_attrs["fail_reason"]
     assert {s.method: s.best_trial().number for s in studies_of(plan, url)} == best
     for studies in studies_of(plan, url):  # the reported epochs, as the pruner will read them
-        first = studies.search_study().get_trials()[0].intermediate_values
-        assert first == pytest.approx(reported[studies.method], abs=1e-6)
+        kept = studies.search_study().get_trials()[reported[studies.method][0]]
+        assert kept.intermediate_values == pytest.approx(reported[studies.method][1], abs=1e-6)
     # Only the cut-off final ran again; every method has each final seed once.
     assert len(records(runs, "sweep")) == 5
     finals = sorted((r["method"], r["seed"]) for r in records(runs, "final"))
@@ -396,14 +396,16 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:
     plan = load_plan(write_plan(
         tmp_path / "plans", trials=4, methods="stl",
         pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
-        protocol={**TINY_PLAN["protocol"], "max_epochs": 6},
+        protocol={**TINY_PLAN["protocol"], "max_epochs": 6, "dataset_params": {"n_tasks": 3, "samples_per_task": 120}},
         search={"lam": {"low": 1e-3, "high": 1.0, "log": True}, "lr": {"low": 1e-6, "high": 1e-1, "log": True}},
     ))
     url = f"sqlite:///{tmp_path}/optuna.db"
-    Worker(job_of(plan, url, tmp_path / "runs"), report=lambda line: None).run()
     (studies,) = studies_of(plan, url)
+    for lr in (3e-2, 1e-2, 1e-6, 1e-6):  # two that learn, then two that learn nothing: not left to the sampler
+        studies.search_study().enqueue_trial({"lam": 0.01, "lr": lr})
+    Worker(job_of(plan, url, tmp_path / "runs"), report=lambda line: None).run()
     trials = studies.search_study().get_trials()
-    assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}  # lr 1e-6 learns nothing
+    assert [t.state for t in trials][2:] == [TrialState.PRUNED] * 2  # lr 1e-6 learns nothing
     assert all(t.intermediate_values for t in trials)  # every trial reported its epochs
     assert study_progress(studies.search_study(), 4).settled == 4
     pruned = read_records(tmp_path / "runs", ("sweep",), states=("pruned",)).runs

@@ -140,6 +140,8 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference()
             "n_runs": len(chosen), "seeds": " ".join(str(s) for s in sorted(r.seed for r in chosen)),
             "lam": round(first.config["lam"], DIGITS), "hidden": first.config["hidden"],
             "at_edge": at_edge(first),
+            # Optimiser steps per run: an epoch means a different amount of training in each code.
+            "steps": _mean([r.steps for r in chosen]) if all(r.steps is not None for r in chosen) else math.nan,
             "test_err_mean": _mean(errors), "test_err_std": _std(errors), "val_err_mean": _val_err(chosen),
             "paper_test_err_mean": paper[0], "paper_test_err_std": paper[1],
             # our mean test error minus the paper's, in percentage points (positive: we err more)
@@ -182,12 +184,14 @@ def _rank(table: pd.DataFrame) -> pd.DataFrame:
         for errors, ratio, stl_row in zip(table["_errors_by_seed"], table["train_ratio"], is_stl)
     ]
     first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
-             "at_edge", "test_err_mean", "test_err_std", "vs_stl_pct", "beats_stl", "val_err_mean", "paper_test_err_mean",
+             "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "beats_stl", "val_err_mean", "paper_test_err_mean",
              "paper_test_err_std", "vs_paper_pts"]
     tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
     ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
     if ordered["paper_test_err_mean"].isna().all():
         ordered = ordered.drop(columns=["paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"])
+    if ordered["steps"].isna().all():  # records written before runs counted their steps
+        ordered = ordered.drop(columns=["steps"])
     return ordered.reset_index(drop=True)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset
 
 from ..nets import NetworkSpec
 from .source import MultiTaskDataset
@@ -38,7 +37,7 @@ class _TaskSampler:
         return self.indices[self.class_start[chosen] + offsets]
 
 
-class _TrainStream(IterableDataset):
+class _TrainStream:
     """One epoch = enough steps for the largest task to be seen once; each step one batch per task.
 
     With an ``outer_part`` each batch also carries ``outer_x`` / ``outer_y``, a batch of the same
@@ -57,7 +56,7 @@ class _TrainStream(IterableDataset):
             if outer_part
             else None
         )
-        self.steps = math.ceil(max(len(s[part]) for s in module.splits) / module.batch_size)
+        self.steps = module.steps_per_epoch
 
     def __len__(self) -> int:
         return self.steps
@@ -80,7 +79,7 @@ class _TrainStream(IterableDataset):
 EVAL_BATCH_VALUES = 2**24  # input values in one evaluation batch (64 MB of float32)
 
 
-class _EvalChunks(IterableDataset):
+class _EvalChunks:
     """Every sample of a split once, in chunks of (T, chunk); padding has label -1."""
 
     def __init__(self, module: MultiTaskDataModule, part: str, chunk: int) -> None:
@@ -122,9 +121,11 @@ class MultiTaskDataModule(L.LightningDataModule):
         outer_batches: bool = False,
         holdout_ratio: float = 0.0,
         eval_chunk: int | None = None,
+        epoch: str = "largest_task",
     ) -> None:
         super().__init__()
         self.dataset = dataset
+        self.epoch = epoch
         self.class_balanced = class_balanced
         # Samples per task in one evaluation batch: by default as many as keep the batch's inputs
         # under EVAL_BATCH_VALUES values. A fixed 512 made Omniglot's test batch 25,600 images, whose
@@ -173,6 +174,17 @@ class MultiTaskDataModule(L.LightningDataModule):
         return train.mean(0), std
 
     @property
+    def steps_per_epoch(self) -> int:
+        """Training steps (one batch per task each) in one epoch, as ``epoch`` defines it
+        (:data:`benchmark.config.EPOCHS`)."""
+        sizes = [len(s["train"]) for s in self.splits]
+        if self.epoch == "all_samples":  # the GTTN code: all samples / (batch x tasks), integer division
+            return max(1, sum(sizes) // (self.batch_size * len(sizes)))
+        if self.epoch == "largest_task":
+            return math.ceil(max(sizes) / self.batch_size)
+        raise ValueError(f"unknown epoch definition {self.epoch!r}")
+
+    @property
     def has_validation(self) -> bool:
         """True when some task has a validation part; selection then averages over those tasks."""
         return bool(self.validation_tasks)
@@ -198,11 +210,13 @@ class MultiTaskDataModule(L.LightningDataModule):
         names = self.dataset.task_names
         return {name: {part: idx.tolist() for part, idx in s.items()} for name, s in zip(names, self.splits)}
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(_TrainStream(self, "train", self.outer_part), batch_size=None)
+    # Plain iterables, not DataLoaders (Lightning takes any iterable): the batches are assembled
+    # by indexing tensors already in memory, so a DataLoader's fetcher and collation add only cost.
+    def train_dataloader(self) -> Iterable[Batch]:
+        return _TrainStream(self, "train", self.outer_part)
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(_EvalChunks(self, "val", self.eval_chunk), batch_size=None)
+    def val_dataloader(self) -> Iterable[Batch]:
+        return _EvalChunks(self, "val", self.eval_chunk)
 
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(_EvalChunks(self, "test", self.eval_chunk), batch_size=None)
+    def test_dataloader(self) -> Iterable[Batch]:
+        return _EvalChunks(self, "test", self.eval_chunk)
