@@ -42,8 +42,10 @@ data: ## download (where a URL exists), verify and report a dataset: DATASET= DA
 features: ## VGG-19 features of a dataset's images, cached: DATASET= FEATURES=fc7|pool5 DATA_DIR=
 	$(BIN)/mtlbench features $(DATASET) --layer $(or $(FEATURES),fc7) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
+# Recipes with @: make would echo the sweep's line with its empty optional parts, and sync's with
+# every run folder; the commands say what they do themselves.
 sweep: ## Optuna sweep + final runs: DATASET= PLAN= FEATURES= METHODS= TRIALS= RATIOS= WORKERS= GPUS= STORAGE= DATA_DIR=
-	$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(PLAN),--plan $(PLAN)) $(if $(FEATURES),--features $(FEATURES)) $(if $(METHODS),--methods $(METHODS)) \
+	@$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(PLAN),--plan $(PLAN)) $(if $(FEATURES),--features $(FEATURES)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(RATIOS),--train-ratio $(RATIOS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
@@ -57,7 +59,7 @@ bench: ## speed, accuracy and memory benchmarks into results/bench/ (tens of min
 	$(BIN)/mtlbench bench $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 sync: ## upload the offline W&B runs in results/wandb (after `wandb login`); synced runs are skipped
-	$(if $(WANDB_RUNS),$(BIN)/wandb sync --yes $(WANDB_RUNS),@echo "no offline W&B runs in results/wandb")
+	@$(if $(WANDB_RUNS),echo "syncing $(words $(WANDB_RUNS)) offline W&B run(s) from results/wandb" && $(BIN)/wandb sync --yes $(WANDB_RUNS),echo "no offline W&B runs in results/wandb")
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache build *.egg-info

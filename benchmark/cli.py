@@ -113,7 +113,8 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_dict(values)
         if args.out is not None:
             ensure_writable(args.out)  # before training, not after it
-        result = train(config, args.data_dir, args.out, progress=not args.no_progress)
+        # A bar redrawn into a file or a pipe is hundreds of lines: only on a terminal.
+        result = train(config, args.data_dir, args.out, progress=not args.no_progress and sys.stdout.isatty())
     except (ValueError, DataUnavailableError, RecordWriteError) as error:
         print(f"mtlbench train: {error}", file=sys.stderr)
         return 2

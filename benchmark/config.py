@@ -64,8 +64,13 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1 (or unset, for max_epochs), got {self.max_steps}")
         if self.layers not in LAYERINGS:
             raise ValueError(f"layers must be one of {', '.join(LAYERINGS)}, got {self.layers!r}")
-        if self.lam < 0 or self.lr <= 0 or min(self.hidden, self.max_epochs, self.samples_per_class, self.penalty_every) < 1:
-            raise ValueError(f"lam >= 0, lr > 0, hidden, max_epochs, samples_per_class, penalty_every >= 1 (got {self})")
+        if self.lam < 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("hidden", "max_epochs", "samples_per_class", "penalty_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def field_names(cls) -> list[str]:

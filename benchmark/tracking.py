@@ -33,6 +33,18 @@ class Tracking:
     name: str | None = None
 
 
+def run_name(config: Any, job: str) -> str:
+    """``office_caltech/tucker/r0.1/final/s3``: what ran, readable in the dashboard's run list."""
+    return f"{config.dataset}/{config.method}/r{config.train_ratio:g}/{job}/s{config.seed}"
+
+
+def run_tags(config: Any, job: str, features: str, protocol_version: int) -> list[str]:
+    """Tags to filter and group the dashboard by: dataset, method, ratio, job, layering, protocol, input."""
+    tags = [config.dataset, config.method, f"ratio={config.train_ratio:g}", f"job={job}", f"layers={config.layers}",
+            f"protocol={protocol_version}"]
+    return tags + ([f"features={features}"] if features else [])
+
+
 def _has_wandb_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -75,19 +87,36 @@ def _start_wandb(tracking: Tracking, config: Mapping, tags: Sequence[str]):
             mode = fallbacks[mode]
 
 
+INTERRUPTIONS = ("Interrupted", "KeyboardInterrupt", "SystemExit")  # Ctrl-C, SIGTERM: the run is re-queued
+
+
+def _add_tag(run: Any, tag: str) -> None:
+    try:
+        run.tags = (*run.tags, tag)
+    except Exception as error:  # best effort, as finishing is
+        warnings.warn(f"W&B run not tagged {tag!r}: {error}", stacklevel=3)
+
+
 @contextmanager
 def wandb_run(tracking: Tracking, config: Mapping, tags: Sequence[str]) -> Iterator:
     """One W&B run for the body; always finished, and marked with the exception that ended it.
 
     The summary's ``status`` says how the run ended (``finished``, ``TrialPruned``,
-    ``DivergedError``, ``KeyboardInterrupt``, ...), so failed trials are visible in the dashboard.
+    ``DivergedError``, ...), so failed trials are visible in the dashboard. An interrupted run
+    (Ctrl-C, SIGTERM: its trial is queued again) finishes with exit code 0, the status
+    ``interrupted: queued again`` and the tag ``interrupted``, not as a failed run.
     """
     run = _start_wandb(tracking, config, tags)
     status, exit_code = "finished", 0
     try:
         yield run
     except BaseException as error:
-        status, exit_code = type(error).__name__, 1
+        if type(error).__name__ in INTERRUPTIONS:
+            # Not a failure: the sweep queues the trial again and a later run repeats it.
+            status = "interrupted: queued again"
+            _add_tag(run, "interrupted")
+        else:
+            status, exit_code = type(error).__name__, 1
         raise
     finally:
         try:

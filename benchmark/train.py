@@ -8,6 +8,7 @@ validation metrics, learned flattening weights), with the selected epoch's metri
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -34,7 +35,7 @@ from .records import (
     package_versions,
     record_path,
 )
-from .tracking import Tracking, wandb_run
+from .tracking import Tracking, run_name, run_tags, wandb_run
 
 VAL_ACC_MEAN = metric_key("val", "acc_mean")
 
@@ -154,7 +155,9 @@ def train(
     source = dataset_source(config.dataset)
     dataset = source.load(Path(data_dir), **config.dataset_params)
     features = source.features_label(config.dataset_params)
-    with wandb_run(tracking, config.to_dict(), tags=[config.dataset, config.method]) as run:
+    tracking = dataclasses.replace(tracking, name=tracking.name or run_name(config, tracking.job_type))
+    tags = run_tags(config, tracking.job_type, features, PROTOCOL_VERSION)
+    with wandb_run(tracking, config.to_dict(), tags=tags) as run:
         fitted = _fit_and_test(config, module_class, dataset, out_dir, progress, accelerator, callbacks, run)
         record = RunRecord(**fitted.fields, **(record_fields or {}), features=features, wandb_run_id=run.id,
                            job=tracking.job_type)

@@ -438,6 +438,9 @@ def test_offline_wandb_run_holds_config_and_metrics(tmp_path: Path, monkeypatch)
     search, final = by_job[0], by_job[1]
     assert search["config"]["method"] == "gttn_var" and "lam" in search["config"]
     assert search["state"] == "finished" and search["summary"]["status"] == "finished"
+    # Names say what ran; tags filter by ratio, job, layering and protocol.
+    assert (search["name"], final["name"]) == ("synthetic/gttn_var/r0.5/sweep/s0/t0", "synthetic/gttn_var/r0.5/final/s1")
+    assert {"synthetic", "gttn_var", "ratio=0.5", "job=final", "layers=head", "protocol=2"} <= set(final["tags"])
     for summary in (search, final):
         assert 0 <= summary["summary"]["val/acc_mean"] <= 1
         assert "train/penalty" in summary["summary"] and "val/task0/acc" in summary["summary"]
@@ -451,6 +454,39 @@ def test_offline_wandb_run_holds_config_and_metrics(tmp_path: Path, monkeypatch)
         assert values["val/acc"] == pytest.approx(values["val/acc_mean"])
         assert values["val/task1/err"] == pytest.approx(1 - values["val/task1/acc"])
     assert final["summary"]["val/acc_mean"] == pytest.approx(record["val_acc_history"][record["selected_epoch"]], abs=1e-6)
+
+
+def test_an_interrupted_wandb_run_is_tagged_not_failed(tmp_path: Path, monkeypatch) -> None:
+    from benchmark.sweep.worker import Interrupted
+    from benchmark.tracking import Tracking, wandb_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    for error in (Interrupted("SIGTERM"), ValueError("boom")):
+        with pytest.raises(type(error)), wandb_run(Tracking(name=type(error).__name__), {}, ["t"]):
+            raise error
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    runs = {}
+    for directory in (tmp_path / "wandb").glob("offline-run-*"):
+        inspected = json.loads(subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(directory)],
+                                              capture_output=True, text=True, check=True).stdout)
+        runs[inspected["name"]] = inspected
+    interrupted, failed = runs["Interrupted"], runs["ValueError"]
+    assert interrupted["exit_code"] == 0 and "interrupted" in interrupted["tags"]
+    assert interrupted["summary"]["status"] == "interrupted: queued again"
+    assert failed["exit_code"] == 1 and failed["summary"]["status"] == "ValueError"
+
+
+def test_storage_and_config_errors_name_what_is_wrong(tmp_path: Path, capsys) -> None:
+    plan_dir = write_plan(tmp_path / "plans")
+    assert main([*sweep_args(tmp_path, plan_dir)[:3], "--storage", "foo://x", "--out", str(tmp_path / "runs")]) == 2
+    assert "unknown scheme 'foo'; give sqlite:///PATH" in capsys.readouterr().err
+    sqlite_file = tmp_path / "optuna.db"
+    optuna.create_study(storage=f"sqlite:///{sqlite_file}", study_name="x")
+    assert main([*sweep_args(tmp_path, plan_dir)[:3], "--storage", str(sqlite_file), "--out", str(tmp_path / "runs")]) == 2
+    assert f"give it as sqlite:///{sqlite_file}" in capsys.readouterr().err
+    assert main(["train", "--lam", "-1", "--out", str(tmp_path / "runs")]) == 2
+    assert "lam must be >= 0, got -1.0" in capsys.readouterr().err
 
 
 # ---- real processes: killed sweeps, several workers, PostgreSQL -----------------------------

@@ -29,7 +29,15 @@ from ..records import ensure_writable
 from ..tracking import wandb_mode
 from .plan import SweepJob, SweepPlan, edges
 from .restore import restore_studies
-from .studies import DEFAULT_STORAGE, MethodStudies, open_storage, plan_studies, recover_interrupted, storage_label
+from .studies import (
+    DEFAULT_STORAGE,
+    MethodStudies,
+    check_storage_url,
+    open_storage,
+    plan_studies,
+    recover_interrupted,
+    storage_label,
+)
 from .worker import Interrupted, RecordNotWritten, interrupts_raised, run_worker
 
 
@@ -50,6 +58,7 @@ def resolve_job(dataset: str, data_dir: Path, out: Path | None = None, storage: 
                           final_seeds=tuple(final_seeds) if final_seeds else None, protocol=protocol or None,
                           variant=variant)
     ensure_writable(out)
+    check_storage_url(storage or DEFAULT_STORAGE)
     inputs = plan.protocol.get("dataset_params", {})
     source = dataset_source(plan.dataset)
     source.verify(data_dir, inputs.get("features"), inputs.get("backbone"))
@@ -151,9 +160,9 @@ def progress_bar(dataset: str, studies: Sequence[MethodStudies]) -> tqdm:
     Runs settled by an earlier command are the bar's starting point, not progress of this one, so
     that a resumed sweep's rate and time left are those of the runs it does itself.
     """
-    bar = tqdm(total=1, desc=f"sweep {dataset}", unit="run", dynamic_ncols=True)
-    _refresh(bar, studies)
-    bar.initial = bar.n
+    settled, total, running = total_progress(studies)  # read first: no placeholder bar is drawn
+    bar = tqdm(total=total, initial=settled, desc=f"sweep {dataset}", unit="run", dynamic_ncols=True)
+    bar.set_postfix(running=running)
     return bar
 
 
@@ -243,21 +252,25 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
     every worker finished, 1 when one failed or a record could not be written, 130 when interrupted."""
     plan = job.plan
     try:
+        open_storage(job.storage_url)
+    except Exception as error:  # a server down, a missing database driver, a file it cannot read
+        print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(job.storage_url)}: "
+              f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    try:
         studies = prepare(job, searches_settled)
-    except Exception as error:  # a wrong URL, a server down, a missing database driver, a record it cannot restore
-        print(f"mtlbench sweep: cannot open the Optuna storage {storage_label(job.storage_url)} "
-              f"or rebuild its studies from the records in {job.out_dir}: {error}", file=sys.stderr)
+    except Exception as error:  # a record it cannot restore, a storage that fails mid-way
+        print(f"mtlbench sweep: cannot prepare the studies in {storage_label(job.storage_url)} (rebuilding them "
+              f"from the records in {job.out_dir} where it lacks them): {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     print(_announcement(job, workers, gpus))
     code = 0
     with interrupts_raised(), progress_bar(plan.dataset, studies) as bar:
         try:
             if workers == 1 and not gpus:
-                def report(line: str) -> None:
-                    bar.write(line)
-                    _refresh(bar, studies)
-
-                run_worker(job, 0, report)
+                # The bar is redrawn once Optuna has stored the trial's end, not when its line is
+                # written (the trial is still running then, and the bar was one behind).
+                run_worker(job, 0, bar.write, after_trial=lambda: _refresh(bar, studies))
             else:
                 log_dir = job.out_dir.parent / "logs" / f"sweep-{plan.dataset}"
                 bar.write(f"worker logs: {log_dir}/worker-<i>.log")

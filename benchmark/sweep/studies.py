@@ -46,6 +46,25 @@ class SkippedTrial(Exception):
 # ---- storage ---------------------------------------------------------------------------------
 
 
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # with an optional driver: postgresql+psycopg://
+
+
+def check_storage_url(url: str) -> None:
+    """Raise ValueError, saying what to write instead, for a storage URL that cannot work: an
+    unknown scheme, or an SQLite file given as a bare path (read as a journal file, it fails
+    with a decoding error)."""
+    if "://" in url:
+        scheme = url.split("://", 1)[0].split("+", 1)[0]
+        if scheme not in STORAGE_SCHEMES:
+            raise ValueError(f"storage {storage_label(url)}: unknown scheme {scheme!r}; give sqlite:///PATH, "
+                             "postgresql://USER:PASSWORD@HOST/DB, mysql://... or the path of a journal file")
+        return
+    path = Path(url)
+    if path.is_file() and path.read_bytes()[:16] == b"SQLite format 3\x00":
+        raise ValueError(f"storage {url} is an SQLite database; give it as sqlite:///{url} (a bare path is a "
+                         "journal file)")
+
+
 def open_storage(url: str = DEFAULT_STORAGE) -> optuna.storages.BaseStorage:
     """An RDB URL (``sqlite:///``, ``postgresql://``, ``mysql://``) or the path of a journal file."""
     if "://" not in url:

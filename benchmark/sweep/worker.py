@@ -36,7 +36,7 @@ from ..records import (
     record_path,
     search_objective,
 )
-from ..tracking import Tracking
+from ..tracking import Tracking, run_name
 from .plan import SweepJob
 from .studies import (
     MethodStudies,
@@ -96,6 +96,7 @@ class Worker:
     job: SweepJob
     index: int = 0
     report: Callable[[str], None] = print
+    after_trial: Callable[[], None] = lambda: None  # e.g. redraw a progress bar once the storage has the result
 
     def __post_init__(self) -> None:
         self.plan, self.storage_url, self.out_dir = self.job.plan, self.job.storage_url, self.job.out_dir
@@ -165,6 +166,7 @@ class Worker:
             why = "its record could not be written" if isinstance(stop, RecordNotWritten) else "interrupted"
             self.report(f"{why}: trial(s) {requeued} of {study.study_name} queued again")
             raise
+        self.after_trial()
 
     def _search_objective(self, studies: MethodStudies, trial: optuna.Trial) -> float:
         """The mean validation error of the trial's configuration over the plan's search splits.
@@ -208,7 +210,10 @@ class Worker:
         study_name = trial.study.study_name
         result = train(
             config, self.job.data_dir, self.out_dir, progress=False, callbacks=callbacks,
-            tracking=Tracking(job_type=job, group=study_name, name=f"{config.method}-{job}-t{trial.number}"),
+            # One group per method and ratio holding its search and its finals (the job type tells
+            # them apart), named after the search study; a name that says what ran, unique in a project.
+            tracking=Tracking(job_type=job, group=studies.search_name,
+                              name=f"{run_name(config, job)}/t{trial.number}" if job == SEARCH else None),
             record_fields={"study": study_name, "trial": trial.number, "storage": storage_label(self.storage_url),
                            # the ranges searched, so a table can flag a choice at their edge
                            "search_space": {d.name: d.describe() for d in studies.search_space},
@@ -271,8 +276,9 @@ def interrupts_raised() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_worker(job: SweepJob, index: int, report: Callable[[str], None] = print) -> None:
+def run_worker(job: SweepJob, index: int, report: Callable[[str], None] = print,
+               after_trial: Callable[[], None] = lambda: None) -> None:
     """Run ``job``'s trials in this process until none is left; SIGINT and SIGTERM re-queue the running one."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with interrupts_raised():
-        Worker(job, index, report).run()
+        Worker(job, index, report, after_trial).run()
