@@ -211,3 +211,22 @@ def test_equal_methods_are_listed_once_and_a_choice_at_the_edge_is_flagged(tmp_p
     assert pd.isna(table.loc["tr", "test_err_mean"]) and pd.isna(table.loc["tr", "rank"])
     assert sorted(table["rank"].dropna().astype(int)) == [1, 2]
     assert "= tucker" in (tmp_path / "board" / "summary.md").read_text()
+
+
+def test_figures_show_the_methods_display_names() -> None:
+    """The figures said laf_i and gttn_max where the README says LAF-i and GTTN-max."""
+    import matplotlib.pyplot as plt
+
+    from benchmark.board.plots import _errors, display_names
+    from benchmark.board.tables import Reference
+
+    names = Reference.read(Path(__file__).resolve().parents[1] / "results" / "reference").names
+    table = pd.DataFrame({"method": ["gttn_var", "stl", "laf_i"], "train_ratio": [0.5] * 3, "rank": [1, 2, 3],
+                          "test_err_mean": [0.2, 0.3, 0.4]})
+    runs = pd.DataFrame({"method": ["gttn_var", "stl", "laf_i"] * 2, "train_ratio": [0.5] * 6, "seed": [1] * 3 + [2] * 3,
+                         "test_err": [0.2, 0.3, 0.4, 0.22, 0.31, 0.41]})
+    figure = _errors("synthetic", table, runs)
+    display_names(figure, names)
+    shown = {label.get_text() for axes in figure.axes for label in axes.get_yticklabels()}
+    plt.close(figure)
+    assert shown == {"GTTN-var", "STL", "LAF-i"}

@@ -15,7 +15,8 @@ def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINA
     """Write every CSV (and plot) of the leaderboard; return the files written and the notices
     (broken or duplicate records skipped, configurations superseded)."""
     records = read_records(runs_dir, jobs)
-    tables, chosen_runs, notices = method_rows(records.runs, Reference.read(reference_dir))
+    reference = Reference.read(reference_dir)
+    tables, chosen_runs, notices = method_rows(records.runs, reference)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, table in sorted(tables.items()):
@@ -27,7 +28,7 @@ def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINA
         (out_dir / "summary.md").write_text(summary_markdown(tables))
         written += [out_dir / "summary.csv", out_dir / "summary.md"]
     if plots and tables:
-        written += draw_plots(tables, chosen_runs, read_records(runs_dir, (SEARCH,)).runs, out_dir)
+        written += draw_plots(tables, chosen_runs, read_records(runs_dir, (SEARCH,)).runs, out_dir, reference.names)
     return written, records.problems() + notices
 
 

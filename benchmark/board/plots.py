@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.text
 
 matplotlib.use("Agg")  # files only, no display
 
@@ -107,13 +108,15 @@ def _bars(data: pd.DataFrame, table: pd.DataFrame, x: str, y: str, labels: tuple
           titles: str, **facets: Any) -> plt.Figure:
     """Bars per method (best first), mean and std over seeds, in the given facets."""
     order = [m for m in _method_order(table) if m in set(data["method"])]
+    # Up to 20 clearly different colours (the default palette repeats its 10 in near-identical shades).
+    palette = sns.color_palette("tab20" if len(order) > 10 else "tab10", len(order))
     grid = sns.catplot(data=data, x=x, y=y, hue="method", hue_order=order, kind="bar", errorbar="sd",
-                       height=3.6, aspect=1.3, **facets)
+                       palette=palette, height=3.6, aspect=1.3, legend_out=True, **facets)
     for axes in grid.axes.flat:
         axes.axhline(0, color="black", linewidth=0.8)
     grid.set_titles(titles)
     grid.set_axis_labels(*labels)
-    grid.figure.suptitle(title, y=1.04)
+    grid.figure.suptitle(title, y=1.08)
     return grid.figure
 
 
@@ -129,8 +132,9 @@ def _sharing(name: str, table: pd.DataFrame, sharing: pd.DataFrame) -> plt.Figur
     if sharing.empty:
         return None
     return _bars(sharing, table, "layer", "strength", ("stacked layer", "sharing strength"),
-                 f"{name}: sharing strength by layer, 1 - ||W_(T)||* selected / initial", "train ratio {col_name}",
-                 col="train_ratio")
+                 f"{name}: sharing strength by layer, 1 - ||W_(T)||* selected / initial\n"
+                 "(towards 1: the tasks' weights collapse onto a shared span; below 0: training spread them apart)",
+                 "train ratio {col_name}", col="train_ratio")
 
 
 def _vs_paper(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
@@ -189,13 +193,30 @@ PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figu
 }
 
 
+def display_names(figure: plt.Figure, names: dict[str, str]) -> None:
+    """Every method id the figure shows (tick labels, facet titles, legends) as its display name:
+    ``GTTN-a`` for ``gttn_a``. The drawing code works on the ids the tables hold."""
+    if not names:
+        return
+    figure.canvas.draw()  # seaborn's categorical tick labels exist once drawn
+    for axes in figure.axes:
+        for axis in (axes.xaxis, axes.yaxis):
+            labels = [label.get_text() for label in axis.get_ticklabels()]
+            if any(label in names for label in labels):
+                axis.set_ticks(axis.get_ticklocs(), [names.get(label, label) for label in labels])
+    for text in figure.findobj(matplotlib.text.Text):
+        if text.get_text() in names:
+            text.set_text(names[text.get_text()])
+
+
 def draw_plots(
     tables: dict[TableKey, pd.DataFrame],
     chosen_runs: dict[TableKey, list[RunRecord]],
     sweep_runs: list[RunRecord],
     out_dir: Path,
+    names: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Every figure of every table that has data for it; returns the files written."""
+    """Every figure of every table that has data for it, methods shown by ``names``; returns the files written."""
     sns.set_theme(style="whitegrid", context="notebook")
     written = []
     for key, table in sorted(tables.items()):
@@ -207,6 +228,7 @@ def draw_plots(
             figure = draw(name, table, frames[frame_name])
             if figure is None:
                 continue
+            display_names(figure, names or {})
             path = out_dir / f"{name}_{suffix}.png"
             figure.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
             plt.close(figure)

@@ -41,11 +41,13 @@ class Reference:
     """What the tables show beside the records: published results, and notes on methods.
 
     ``paper_results.csv``: dataset, features, train_ratio, method, test_acc_pct, test_acc_std_pct,
-    source (e.g. TNRDMTL Table 1). ``method_notes.csv``: method, note (e.g. a provisional definition).
+    source (e.g. TNRDMTL Table 1). ``methods.csv``: method, name (shown in figures), note (shown
+    beside its results, e.g. a provisional definition).
     """
 
     paper: dict[tuple[str, str, float], dict[str, tuple[float, float]]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, directory: Path = REFERENCE_DIR) -> Reference:
@@ -56,11 +58,12 @@ class Reference:
                 # Stored as error, the leaderboard's metric.
                 paper[(row.dataset, row.features, float(row.train_ratio))][row.method] = (
                     round(1 - row.test_acc_pct / 100, DIGITS), round(row.test_acc_std_pct / 100, DIGITS))
-        notes = {}
-        if (directory / "method_notes.csv").exists():
-            frame = pd.read_csv(directory / "method_notes.csv", keep_default_na=False)
-            notes = dict(zip(frame["method"], frame["note"]))
-        return cls(dict(paper), notes)
+        notes, names = {}, {}
+        if (directory / "methods.csv").exists():
+            frame = pd.read_csv(directory / "methods.csv", keep_default_na=False)
+            notes = {method: note for method, note in zip(frame["method"], frame["note"]) if note}
+            names = dict(zip(frame["method"], frame["name"]))
+        return cls(dict(paper), notes, names)
 
 
 def _mean(values: Sequence[float]) -> float:
