@@ -86,7 +86,8 @@ def _list(args: argparse.Namespace) -> int:
         if declared:
             print(f"    {name}: " + "; ".join(p.describe() for p in declared))
     print("regularisers: " + ", ".join(regulariser_names()))
-    print(f"datasets (data directory {data_dir}):")
+    print(f"datasets (data directory {data_dir}; present = files found, not checked: "
+          "`.venv/bin/mtlbench data <name>` verifies their checksums):")
     for name in dataset_names():
         source = dataset_source(name)
         present = "present" if source.present(data_dir) else "missing"

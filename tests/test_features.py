@@ -222,3 +222,19 @@ def test_real_office_caltech_images_are_all_found(shared_data_dir: Path) -> None
     images = dataset_source("office_caltech").image_list(shared_data_dir)
     assert {task: len(v) for task, v in images.items()} == {"amazon": 958, "caltech10": 1123, "dslr": 157, "webcam": 295}
     assert cache_dir(dataset_source("office_caltech"), shared_data_dir, "vgg19", "fc7").parent.name == "features"
+
+
+def test_missing_features_say_first_where_the_images_come_from_when_they_are_missing_too(tmp_path: Path,
+                                                                                         office31_dir: Path) -> None:
+    """The message once said to extract features from images that were not there, with a bare
+    `mtlbench` (not on PATH after `make install`) and `mtlbench data` as the manual fallback."""
+    with pytest.raises(DataUnavailableError) as no_images:
+        dataset_source("office_home").verify(tmp_path, features="pool5")
+    text = str(no_images.value)
+    assert text.index("not under") < text.index("first get OfficeHomeDataset") < text.index("Then run `.venv/bin/mtlbench")
+    assert "`.venv/bin/mtlbench data office_home` downloads it" in text
+    with pytest.raises(DataUnavailableError) as with_images:
+        dataset_source("office31").verify(office31_dir, features="pool5", backbone="resnet50")
+    assert "not under" not in str(with_images.value)
+    assert f"Run `.venv/bin/mtlbench features office31 --backbone resnet50 --layer pool5 --data-dir {office31_dir}`" in str(
+        with_images.value)

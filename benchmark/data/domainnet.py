@@ -57,7 +57,7 @@ class DomainNet(ImageDatasetSource):
     }, ".zip")
     licence = "fair use for research (see http://ai.bu.edu/M3SDA/)"
     how_to_get = (
-        f"Get the six domain zips from {_SERVER} (cleaned clipart and painting under groundtruth/; or run "
-        "`mtlbench data domainnet`, about 20 GB) and unpack them as <data-dir>/domainnet/<domain>/<class>/*.jpg. "
+        f"Get the six domain zips from {_SERVER} (cleaned clipart and painting under groundtruth/; "
+        "about 20 GB) and unpack them as <data-dir>/domainnet/<domain>/<class>/*.jpg. "
         "See datasets/domainnet/README.md."
     )

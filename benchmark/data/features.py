@@ -49,7 +49,8 @@ def cache_dir(source: DatasetSource, data_dir: Path, backbone: str, layer: str) 
 
 
 def features_command(dataset: str, backbone: str, layer: str) -> str:
-    return f"mtlbench features {dataset} --backbone {backbone} --layer {layer}"
+    """The command that extracts these features, as the README runs it (from the checkout, after ``make install``)."""
+    return f".venv/bin/mtlbench features {dataset} --backbone {backbone} --layer {layer}"
 
 
 def image_list_sha256(images: ImageList) -> str:

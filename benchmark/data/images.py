@@ -29,6 +29,9 @@ class ImageDatasetSource(DatasetSource):
     def task_names(self) -> list[str]:
         return list(self.task_folders)
 
+    def images_present(self, data_dir: Path) -> bool:
+        return all((self.root(data_dir) / folder).is_dir() for folder in self.task_folders.values())
+
     def task_images(self, root: Path, task: str) -> list[tuple[str, int]]:
         """(path relative to ``root``, label) of one task's images, sorted; raises if the folder is absent."""
         folder = root / self.task_folders[task]

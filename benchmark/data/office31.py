@@ -30,7 +30,7 @@ class Office31(ImageDatasetSource):
     }, ".tgz")
     licence = "for non-commercial research use (as distributed by the authors)"
     how_to_get = (
-        "Get Office-31 (domain_adaptation_images.tar.gz from https://faculty.cc.gatech.edu/~judy/domainadapt/, or "
-        "`mtlbench data office31`) and place the domains as <data-dir>/office31/{amazon,dslr,webcam}/images/<class>/*.jpg. "
+        "Get Office-31 (domain_adaptation_images.tar.gz from https://faculty.cc.gatech.edu/~judy/domainadapt/) "
+        "and place the domains as <data-dir>/office31/{amazon,dslr,webcam}/images/<class>/*.jpg. "
         "See datasets/office31/README.md."
     )

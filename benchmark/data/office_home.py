@@ -34,7 +34,7 @@ class OfficeHome(ImageDatasetSource):
     }, ".tgz")
     licence = "research and educational use only (Office-Home fair-use notice)"
     how_to_get = (
-        "Get OfficeHomeDataset_10072016.zip from https://www.hemanthdv.org/officeHomeDataset.html (or run "
-        "`mtlbench data office_home`) and place the domains as <data-dir>/office_home/{Art,Clipart,Product,Real_World}"
+        "Get OfficeHomeDataset_10072016.zip from https://www.hemanthdv.org/officeHomeDataset.html "
+        "and place the domains as <data-dir>/office_home/{Art,Clipart,Product,Real_World}"
         "/<class>/*.jpg. See datasets/office_home/README.md."
     )

@@ -93,9 +93,13 @@ class DatasetSource:
             key = _feature_key(self, features, backbone)
             problems = cache_problems(cache_dir(self, data_dir, *key))
             if problems:
+                extract = f"`{features_command(self.name, *key)} --data-dir {data_dir}`"
+                first = "" if self.images_present(data_dir) else (
+                    f"The images they are made from are not under {self.root(data_dir)} either: first "
+                    f"{self.how_to_get[0].lower()}{self.how_to_get[1:]}{self.download_hint()}\nThen run")
                 raise DataUnavailableError(
                     f"{self.name}: no usable {key[0]} {key[1]} features: " + "; ".join(problems)
-                    + f".\nRun `{features_command(self.name, *key)}` to extract (or rebuild) them. {self.how_to_get}"
+                    + f".\n{first or 'Run'} {extract} to extract (or rebuild) them."
                 )
             return
         for relative, expected in self.files.items():
@@ -122,6 +126,14 @@ class DatasetSource:
             return load_cached_features(self, Path(data_dir), *_feature_key(self, features, backbone))
         self.verify(data_dir)
         return self.read(self.root(data_dir), **params)
+
+    def images_present(self, data_dir: Path) -> bool:
+        """Whether the images extracted features are made from are in place (image datasets only)."""
+        return False
+
+    def download_hint(self) -> str:
+        """Where the suite can fetch the dataset itself: how to ask it (empty where it cannot)."""
+        return f" (`.venv/bin/mtlbench data {self.name}` downloads it where the network allows.)" if self.downloads else ""
 
     def features_label(self, dataset_params: Mapping[str, Any]) -> str:
         """The input that ``dataset_params`` select, as records and tables name it (``surf``, ``fc7``,
