@@ -18,7 +18,7 @@ PLAN    ?=
 DATA_DIR ?=
 WANDB_RUNS := $(wildcard results/wandb/offline-run-*)
 
-.PHONY: help install test test-fast data features sweep leaderboard bench sync clean
+.PHONY: help install test test-fast dashboard wandb-view data features sweep leaderboard bench sync clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ leaderboard: ## tables and plots in results/leaderboard/ from results/runs/; pla
 	@for runs in $(wildcard results/variants/*_*); do \
 		$(BIN)/mtlbench leaderboard --runs $$runs --out results/leaderboard/$$(basename $$runs) || exit 1; done
 	@if [ -d results/calibration ]; then $(BIN)/mtlbench curves; fi
+
+dashboard: ## optuna-dashboard on the sweep storage: STORAGE= PORT= (default sqlite:///results/optuna.db, 8080)
+	$(BIN)/optuna-dashboard $(or $(STORAGE),sqlite:///results/optuna.db) --host 127.0.0.1 --port $(or $(PORT),8080)
+
+wandb-view: ## save a W&B workspace comparing the methods (after `wandb login`, `make sync`): ENTITY=
+	$(BIN)/mtlbench wandb-view $(if $(ENTITY),--entity $(ENTITY))
 
 bench: ## speed, accuracy and memory benchmarks into results/bench/ (tens of minutes on a laptop CPU)
 	$(BIN)/mtlbench bench $(if $(DATA_DIR),--data-dir $(DATA_DIR))

@@ -207,6 +207,30 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wandb_view(args: argparse.Namespace) -> int:
+    from .tracking import WANDB_PROJECT
+    from .wandb_view import comparison_workspace, describe
+
+    entity = args.entity or os.environ.get("WANDB_ENTITY")
+    project = args.project or os.environ.get("WANDB_PROJECT") or WANDB_PROJECT
+    if not entity and not args.dry_run:
+        print("mtlbench wandb-view: name the W&B entity (--entity or $WANDB_ENTITY: your user or team name)",
+              file=sys.stderr)
+        return 2
+    workspace = comparison_workspace(entity or "<entity>", project, args.name)
+    print(describe(workspace))
+    if args.dry_run:
+        return 0
+    try:
+        saved = workspace.save()
+    except Exception as error:  # not logged in, no network, no such project
+        print(f"mtlbench wandb-view: could not save the workspace ({type(error).__name__}: {error}); "
+              "log in with `.venv/bin/wandb login` and sync the runs (`make sync`) first", file=sys.stderr)
+        return 1
+    print(f"saved: {getattr(saved, 'url', '')}")
+    return 0
+
+
 def _at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``; argparse names the option in its error."""
     def parse(text: str) -> int:
@@ -356,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--out", type=Path, default=Path("results/leaderboard/calibration"), help="where the figures go")
     curves.add_argument("--jobs", default="train,sweep,final", help="comma-separated record jobs to draw")
     curves.set_defaults(handler=_curves)
+
+    view = commands.add_parser(
+        "wandb-view", help="save a W&B workspace comparing the methods (needs `wandb login`; --dry-run does not)",
+        description="Builds a workspace of the project's final runs grouped by method and train ratio: test error "
+        "by method, validation curves, GTTN flattening weights and training curves; saves it to W&B.")
+    view.add_argument("--entity", help="W&B user or team (default $WANDB_ENTITY)")
+    view.add_argument("--project", help="W&B project (default $WANDB_PROJECT or mtl-trace-norm-benchmark)")
+    view.add_argument("--name", default="Method comparison", help="the workspace's name")
+    view.add_argument("--dry-run", action="store_true", help="print the workspace, save nothing")
+    view.set_defaults(handler=_wandb_view)
 
     bench = commands.add_parser("bench", help="speed, accuracy and memory benchmarks into results/bench/")
     bench.add_argument("--sections", default="norms,batching,training,lazy,trained,cost,loop,profile",

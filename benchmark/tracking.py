@@ -40,9 +40,10 @@ def run_name(config: Any, job: str) -> str:
 
 def run_tags(config: Any, job: str, features: str, protocol_version: int) -> list[str]:
     """Tags to filter and group the dashboard by: dataset, method, ratio, job, layering, protocol, input."""
-    tags = [config.dataset, config.method, f"ratio={config.train_ratio:g}", f"job={job}", f"layers={config.layers}",
-            f"protocol={protocol_version}"]
-    return tags + ([f"features={features}"] if features else [])
+    # key:value, not key=value: W&B's workspace filters rewrite "=" inside a value (job=final -> job==final).
+    tags = [config.dataset, config.method, f"ratio:{config.train_ratio:g}", f"job:{job}", f"layers:{config.layers}",
+            f"protocol:{protocol_version}"]
+    return tags + ([f"features:{features}"] if features else [])
 
 
 def _has_wandb_key() -> bool:

@@ -440,7 +440,7 @@ def test_offline_wandb_run_holds_config_and_metrics(tmp_path: Path, monkeypatch)
     assert search["state"] == "finished" and search["summary"]["status"] == "finished"
     # Names say what ran; tags filter by ratio, job, layering and protocol.
     assert (search["name"], final["name"]) == ("synthetic/gttn_var/r0.5/sweep/s0/t0", "synthetic/gttn_var/r0.5/final/s1")
-    assert {"synthetic", "gttn_var", "ratio=0.5", "job=final", "layers=head", "protocol=2"} <= set(final["tags"])
+    assert {"synthetic", "gttn_var", "ratio:0.5", "job:final", "layers:head", "protocol:2"} <= set(final["tags"])
     for summary in (search, final):
         assert 0 <= summary["summary"]["val/acc_mean"] <= 1
         assert "train/penalty" in summary["summary"] and "val/task0/acc" in summary["summary"]
