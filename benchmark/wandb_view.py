@@ -16,6 +16,7 @@ login (``wandb login``), so ``--dry-run`` prints the view instead.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from .records import FINAL, metric_key
@@ -25,8 +26,10 @@ FINAL_TAG = f"job:{FINAL}"  # benchmark.tracking.run_tags
 
 def comparison_workspace(entity: str, project: str, name: str = "Method comparison") -> Any:
     """The workspace (``wandb_workspaces.workspaces.Workspace``), built offline."""
-    import wandb_workspaces.reports.v2 as wr
-    import wandb_workspaces.workspaces as ws
+    with warnings.catch_warnings():  # the package's own Pydantic-1-style validators warn on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces.workspaces as ws
 
     by_group = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}
     sections = [
@@ -47,7 +50,7 @@ def comparison_workspace(entity: str, project: str, name: str = "Method comparis
         ]),
     ]
     runset = ws.RunsetSettings(
-        filters=[ws.Tags().isin([FINAL_TAG])],
+        filters=ws.And(ws.Tags().isin([FINAL_TAG])),
         groupby=[ws.Config("method"), ws.Config("train_ratio")],
     )
     return ws.Workspace(entity=entity, project=project, name=name, sections=sections, runset_settings=runset)
