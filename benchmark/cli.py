@@ -107,6 +107,8 @@ def _train(args: argparse.Namespace) -> int:
                     "penalty_every", "epoch", "max_steps")
         if getattr(args, key) is not None
     }
+    if args.split:
+        values["split_file"] = str(args.split)
     values["method_params"] = parse_assignments(args.param)
     values["dataset_params"] = parse_assignments(args.data_param)
     values["dataset_params"].update({key: getattr(args, key) for key in ("features", "backbone") if getattr(args, key)})
@@ -155,7 +157,7 @@ def _sweep(args: argparse.Namespace) -> int:
         job = resolve_job(
             args.dataset, args.data_dir, args.out, args.storage, args.sweeps_dir, args.plan, args.methods, args.trials,
             args.final_seeds, args.train_ratio,
-            args.features, args.backbone,
+            args.features, args.backbone, args.split,
         )
     except (ValueError, DataUnavailableError, OSError) as error:
         print(f"mtlbench sweep: {error}", file=sys.stderr)
@@ -204,6 +206,25 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"mtlbench bench: {error}", file=sys.stderr)
         return 2
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _split_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import export_split
+    from .records import BrokenRecord, read_record
+
+    try:
+        record = read_record(args.record)
+        if record.split_file is None:
+            raise ValueError(f"{args.record} names no saved split (a run written without a records folder)")
+        saved = torch.load(args.record.parent / record.split_file)
+        out = export_split(saved, args.out or args.record.with_suffix(".split.json"))
+    except (BrokenRecord, ValueError, OSError) as error:
+        print(f"mtlbench split-export: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (train on it with --split {out})")
     return 0
 
 
@@ -330,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--features", help="the input of a dataset that has several: surf (office_caltech), or "
                        "fc7 / pool5 extracted by `mtlbench features` (default: the dataset's own)")
     train.add_argument("--backbone", help="backbone of the extracted features (default vgg19)")
+    train.add_argument("--split", type=Path, metavar="FILE",
+                       help="train on a given split: JSON {task: {train: [...], val: [...], test: [...]}} of row indices "
+                       "(a published split, or `mtlbench split-export`'s); the seed then varies only the initialisation")
     train.add_argument("--data-dir", type=Path, help=data_help)
     train.add_argument("--out", type=Path, default=Path("results/runs"), help="where records go")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -349,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated train ratios, one study each (default: the plan's)")
     sweep.add_argument("--features", help="the dataset's input, e.g. fc7 or pool5 (default: the plan's, else the dataset's)")
     sweep.add_argument("--backbone", help="backbone of --features (default vgg19)")
+    sweep.add_argument("--split", type=Path, metavar="FILE",
+                       help="every trial and final run on this given split (JSON, as for train --split); the seeds "
+                       "then vary only the initialisation")
     sweep.add_argument("--workers", type=_at_least(1), help="worker processes on this machine (default 1, or one per GPU)")
     sweep.add_argument("--gpus", help="comma-separated GPU ids; worker i sees only gpus[i mod n]")
     sweep.add_argument("--storage", default=None,
@@ -380,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--out", type=Path, default=Path("results/leaderboard/calibration"), help="where the figures go")
     curves.add_argument("--jobs", default="train,sweep,final", help="comma-separated record jobs to draw")
     curves.set_defaults(handler=_curves)
+
+    export = commands.add_parser(
+        "split-export", help="write the split a run trained on as JSON, for train --split / sweep --split")
+    export.add_argument("record", type=Path, help="the run's record (results/runs/<dataset>/<method>/<run_id>.json)")
+    export.add_argument("--out", type=Path, help="where the JSON goes (default: beside the record, <run_id>.split.json)")
+    export.set_defaults(handler=_split_export)
 
     view = commands.add_parser(
         "wandb-view", help="save a W&B workspace comparing the methods (needs `wandb login`; --dry-run does not)",

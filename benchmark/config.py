@@ -50,6 +50,9 @@ class TrainConfig:
     # Lazy regularisation: the coupling term only every k-th step, weighted k (an approximation;
     # 1 = every step, exact). Saves the trace norms' cost on the other steps.
     penalty_every: int = 1
+    # A JSON file of each task's train/val/test row indices (a published split) instead of the
+    # split train_ratio, val_ratio and the seed draw; the seed then varies only the initialisation.
+    split_file: str | None = None
     method_params: Mapping[str, Any] = field(default_factory=dict)
     dataset_params: Mapping[str, Any] = field(default_factory=dict)
 

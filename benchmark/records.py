@@ -122,6 +122,7 @@ class RunRecord:
     outer_part: str | None = None  # where a bilevel method's outer batches came from
     inputs: dict[str, Any] | None = None  # provenance of extracted features
     split_file: str | None = None  # the split's indices, beside the record
+    split_sha256: str | None = None  # of the given split file (config.split_file) the run trained on
     wandb_run_id: str | None = None
     # ---- the sweep that ran it ----
     study: str | None = None

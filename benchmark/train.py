@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from .config import TrainConfig
-from .data import MultiTaskDataModule, MultiTaskDataset, dataset_source
+from .data import MultiTaskDataModule, MultiTaskDataset, dataset_source, read_split_file
 from .methods import MultiTaskModule, method_class, resolve_config
 from .norms import mode_flattening, trace_norm
 from .records import (
@@ -202,6 +202,13 @@ class StepCount(L.Callback):
         self.count += 1
 
 
+def given_split(dataset: MultiTaskDataset, config: TrainConfig) -> tuple[list[dict] | None, str | None]:
+    """The split of ``config.split_file`` for ``dataset``'s tasks, and the file's SHA-256 (None, None without one)."""
+    if config.split_file is None:
+        return None, None
+    return read_split_file(Path(config.split_file), {t.name: len(t.labels) for t in dataset.tasks})
+
+
 def data_module(dataset: MultiTaskDataset, config: TrainConfig,
                 module_class: type[MultiTaskModule]) -> MultiTaskDataModule:
     """The split, batches and epoch of ``config`` over ``dataset``, with the further part of the
@@ -216,6 +223,7 @@ def data_module(dataset: MultiTaskDataset, config: TrainConfig,
         outer_batches=module_class.outer_batches,
         holdout_ratio=module_class.holdout_ratio(config.method_params),
         epoch=config.epoch,
+        given_split=given_split(dataset, config)[0],
     )
 
 
@@ -272,6 +280,7 @@ def _fit_and_test(
     trainer.test(module, datamodule=data, verbose=False)
     fields = _results(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
     fields.update(
+        split_sha256=given_split(dataset, config)[1],
         steps=steps.count,
         steps_per_epoch=data.steps_per_epoch,
         val_tasks=data.validation_tasks,

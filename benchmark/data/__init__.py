@@ -18,7 +18,7 @@ from .source import (
     dataset_names,
     dataset_source,
 )
-from .splits import stratified_split
+from .splits import SplitFileError, export_split, read_split_file, stratified_split
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -28,5 +28,8 @@ __all__ = [
     "TaskData",
     "dataset_names",
     "dataset_source",
+    "SplitFileError",
+    "export_split",
+    "read_split_file",
     "stratified_split",
 ]

@@ -107,7 +107,8 @@ class MultiTaskDataModule(L.LightningDataModule):
     ``outer_y`` (GTTN meta's outer objective): the validation part where the split has one (the
     GTTN paper's D_val), else a stratified ``holdout_ratio`` of train carved out for it, which the
     weights then never train on (``outer_part`` says which). Features are standardised with the
-    mean and std of the training part alone.
+    mean and std of the training part alone. ``given_split`` (from :func:`read_split_file`)
+    replaces the split the ratios and the seed would draw.
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         holdout_ratio: float = 0.0,
         eval_chunk: int | None = None,
         epoch: str = "largest_task",
+        given_split: list[dict[str, np.ndarray]] | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -138,8 +140,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         holdout_rng = np.random.default_rng([seed, 2])
         self.labels_np = [t.labels.numpy() for t in dataset.tasks]
         self.splits = []
-        for labels in self.labels_np:
-            split = stratified_split(labels, train_ratio, val_ratio, split_rng)
+        for task, labels in enumerate(self.labels_np):
+            # A given split (a published one, or one a run saved) replaces the ratios' draw.
+            split = given_split[task] if given_split else stratified_split(labels, train_ratio, val_ratio, split_rng)
             if len(split["test"]) == 0:
                 raise ValueError(f"task {dataset.task_names[len(self.splits)]} has no test sample at "
                                  f"train_ratio={train_ratio} ({len(labels)} samples); lower the train ratio")

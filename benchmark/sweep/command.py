@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from tqdm.auto import tqdm
 
-from ..data import dataset_source
+from ..data import dataset_source, read_split_file
 from ..records import ensure_writable
 from ..tracking import wandb_mode
 from .plan import SweepJob, SweepPlan, edges
@@ -45,7 +45,7 @@ def resolve_job(dataset: str, data_dir: Path, out: Path | None = None, storage: 
                 sweeps_dir: Path | None = None, variant: str | None = None, methods: str | None = None,
                 trials: int | None = None, final_seeds: Sequence[int] | None = None,
                 train_ratios: Sequence[float] | None = None, features: str | None = None,
-                backbone: str | None = None) -> SweepJob:
+                backbone: str | None = None, split_file: Path | None = None) -> SweepJob:
     """The plan with the user's overrides, checked before anything runs: the records folder is
     writable, the data present and intact, and the methods that coincide on this dataset's network
     found. Raises ValueError, OSError or DataUnavailableError with what to fix."""
@@ -54,6 +54,8 @@ def resolve_job(dataset: str, data_dir: Path, out: Path | None = None, storage: 
     protocol: dict[str, Any] = {"train_ratio": [float(r) for r in train_ratios]} if train_ratios else {}
     if features:
         protocol["dataset_params"] = {"features": features, **({"backbone": backbone} if backbone else {})}
+    if split_file:
+        protocol["split_file"] = str(split_file)
     plan = SweepPlan.load(dataset, sweeps_dir, methods=methods, trials=trials,
                           final_seeds=tuple(final_seeds) if final_seeds else None, protocol=protocol or None,
                           variant=variant)
@@ -62,8 +64,11 @@ def resolve_job(dataset: str, data_dir: Path, out: Path | None = None, storage: 
     inputs = plan.protocol.get("dataset_params", {})
     source = dataset_source(plan.dataset)
     source.verify(data_dir, inputs.get("features"), inputs.get("backbone"))
+    dataset = source.load(Path(data_dir), **inputs)
+    if plan.protocol.get("split_file"):  # a given split that does not fit fails now, not in every trial
+        read_split_file(Path(plan.protocol["split_file"]), {t.name: len(t.labels) for t in dataset.tasks})
     # Which methods coincide depends on the tensors' orders, so on the dataset's network.
-    plan = plan.with_coincidences(source.load(Path(data_dir), **inputs).network_spec)
+    plan = plan.with_coincidences(dataset.network_spec)
     return SweepJob(plan, storage or DEFAULT_STORAGE, Path(data_dir), Path(out))
 
 
