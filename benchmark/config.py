@@ -50,6 +50,11 @@ class TrainConfig:
     # Lazy regularisation: the coupling term only every k-th step, weighted k (an approximation;
     # 1 = every step, exact). Saves the trace norms' cost on the other steps.
     penalty_every: int = 1
+    # Features are z-scored with the training part's mean and std; a std below this floor is
+    # raised to it, so a feature almost constant on train (sparse DeCAF, unused SURF words) cannot
+    # blow a test input up to |z| in the tens of thousands. 0: no floor. A feature constant on
+    # train is only centred, whatever the floor.
+    std_floor: float = 0.0
     # A JSON file of each task's train/val/test row indices (a published split) instead of the
     # split train_ratio, val_ratio and the seed draw; the seed then varies only the initialisation.
     split_file: str | None = None
@@ -67,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1 (or unset, for max_epochs), got {self.max_steps}")
         if self.layers not in LAYERINGS:
             raise ValueError(f"layers must be one of {', '.join(LAYERINGS)}, got {self.layers!r}")
+        if self.std_floor < 0:
+            raise ValueError(f"std_floor must be >= 0, got {self.std_floor}")
         if self.lam < 0:
             raise ValueError(f"lam must be >= 0, got {self.lam}")
         if self.lr <= 0:

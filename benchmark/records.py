@@ -106,7 +106,7 @@ class RunRecord:
     wall_time_s: float = 0.0
     # ---- results (complete runs) ----
     paper_layering: bool = True  # the layering of the method's paper; else an ablation
-    selection: str | None = None  # best_val_acc_mean, or fixed_budget_last_epoch without validation
+    selection: str | None = None  # best_val_acc_mean[, ties to the later epoch], or fixed_budget_last_epoch
     selected_epoch: int | None = None
     tasks: dict[str, dict[str, float | None]] | None = None  # task -> val_acc, test_acc, test_err
     val_acc_mean: float | None = None  # None: no validation part

@@ -38,10 +38,12 @@ from .records import (
 from .tracking import Tracking, run_name, run_tags, wandb_run
 
 VAL_ACC_MEAN = metric_key("val", "acc_mean")
+SELECTION_RULE = "best_val_acc_mean, ties to the later epoch"  # the record states it
 
 
 class BestEpoch(L.Callback):
-    """Keeps the weights of the epoch with the best mean validation accuracy over tasks.
+    """Keeps the weights of the epoch with the best mean validation accuracy over tasks (of equal
+    ones, the later).
 
     Only validation metrics are read: the test split is evaluated once, after training, on the
     selected weights (the public GTTN code reported the best *test* error over epochs, bug 7).
@@ -59,7 +61,9 @@ class BestEpoch(L.Callback):
             return
         metrics = module.epoch_metrics["val"]
         self.history.append({"epoch": trainer.current_epoch, **metrics})
-        if metrics[VAL_ACC_MEAN] > self.best_accuracy:
+        # >=: of epochs with equal validation accuracy (a tiny validation part ties often, and a
+        # first-best rule then picked epoch 0-2), the later one, trained longer.
+        if metrics[VAL_ACC_MEAN] >= self.best_accuracy:
             self.best_accuracy = metrics[VAL_ACC_MEAN]
             self.best_epoch = trainer.current_epoch
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()})
@@ -224,6 +228,7 @@ def data_module(dataset: MultiTaskDataset, config: TrainConfig,
         holdout_ratio=module_class.holdout_ratio(config.method_params),
         epoch=config.epoch,
         given_split=given_split(dataset, config)[0],
+        std_floor=config.std_floor,
     )
 
 
@@ -274,7 +279,7 @@ def _fit_and_test(
     trainer.fit(module, datamodule=data)
     if data.has_validation:
         selector.restore(module)
-        selection, selected_epoch = "best_val_acc_mean", selector.best_epoch
+        selection, selected_epoch = SELECTION_RULE, selector.best_epoch
     else:
         selection, selected_epoch = "fixed_budget_last_epoch", epochs - 1
     trainer.test(module, datamodule=data, verbose=False)

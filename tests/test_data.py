@@ -73,6 +73,35 @@ def test_a_budget_in_steps_runs_whole_epochs_and_is_recorded(tmp_path: Path) -> 
         TrainConfig(epoch="pass")
 
 
+def test_a_std_floor_keeps_test_inputs_of_sparse_features_bounded() -> None:
+    """DeCAF6-like features: one almost always zero on train. Divided by its tiny std, a test input
+    reached |z| = 76,840; with the floor it stays bounded, and a constant feature is only centred."""
+    import torch
+
+    from benchmark.data.source import MultiTaskDataset, TaskData
+
+    generator = torch.Generator().manual_seed(0)
+    tasks = []
+    for t in range(2):
+        inputs = torch.rand(40, 3, generator=generator)
+        inputs[:, 1] = 0.0
+        inputs[0, 1] = 1e-4  # all but one training sample zero ...
+        inputs[-1, 1] = 5.0  # ... and a test sample far out
+        inputs[:, 2] = 7.0  # constant everywhere
+        tasks.append(TaskData(f"task{t}", inputs, torch.arange(40) % 2, 2))
+    dataset = MultiTaskDataset("sparse", tuple(tasks), kind="features", network="features")
+    given = [{"train": np.arange(0, 30), "val": np.arange(30, 30), "test": np.arange(30, 40)}] * 2
+
+    def largest_test_z(floor: float) -> float:
+        data = MultiTaskDataModule(dataset, given_split=given, std_floor=floor)
+        return float(data.gather([s["test"] for s in data.splits])["x"].abs().max())
+
+    assert largest_test_z(0.0) > 1e4
+    assert largest_test_z(0.1) < 60
+    data = MultiTaskDataModule(dataset, given_split=given, std_floor=0.1)
+    assert float(data._std[2]) == 1.0 and float(data.gather([s["test"] for s in data.splits])["x"][..., 2].abs().max()) == 0
+
+
 def test_class_balanced_batches_draw_every_class_equally() -> None:
     data = MultiTaskDataModule(dataset_source("synthetic").load(Path("."), n_classes=4), samples_per_class=3)
     batch = next(iter(data.train_dataloader()))

@@ -124,10 +124,12 @@ class MultiTaskDataModule(L.LightningDataModule):
         eval_chunk: int | None = None,
         epoch: str = "largest_task",
         given_split: list[dict[str, np.ndarray]] | None = None,
+        std_floor: float = 0.0,
     ) -> None:
         super().__init__()
         self.dataset = dataset
         self.epoch = epoch
+        self.std_floor = std_floor
         self.class_balanced = class_balanced
         # Samples per task in one evaluation batch: by default as many as keep the batch's inputs
         # under EVAL_BATCH_VALUES values. A fixed 512 made Omniglot's test batch 25,600 images, whose
@@ -174,7 +176,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         train = torch.cat([t.inputs[s["train"]].float() for t, s in zip(self.dataset.tasks, self.splits)])
         std = train.std(0)
         std[std == 0] = 1.0  # a feature constant on train (an unused SURF word) is only centred
-        return train.mean(0), std
+        return train.mean(0), std.clamp_min(self.std_floor)
 
     @property
     def steps_per_epoch(self) -> int:
