@@ -36,7 +36,8 @@ from typing import Any
 # 2: each method under its paper's layering (the GTTN family shares the hidden layer, Frobenius
 #    penalty, and puts the tensor norm on the heads), GTTN meta's outer loss on the validation
 #    part with an Adam virtual step and bounded unnormalised weights, GTTN variable's logits at
-#    their own learning rate, a guided search with a sampler seed per study.
+#    their own learning rate, a guided search with a sampler seed per study; epoch selection's
+#    ties go to the later epoch.
 PROTOCOL_VERSION = 2
 
 # How a run ended. A sweep's pruned or failed trial leaves a record too (no results, a reason),
