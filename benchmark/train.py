@@ -206,17 +206,13 @@ class StepCount(L.Callback):
         self.count += 1
 
 
-def given_split(dataset: MultiTaskDataset, config: TrainConfig) -> tuple[list[dict] | None, str | None]:
-    """The split of ``config.split_file`` for ``dataset``'s tasks, and the file's SHA-256 (None, None without one)."""
-    if config.split_file is None:
-        return None, None
-    return read_split_file(Path(config.split_file), {t.name: len(t.labels) for t in dataset.tasks})
-
-
 def data_module(dataset: MultiTaskDataset, config: TrainConfig,
                 module_class: type[MultiTaskModule]) -> MultiTaskDataModule:
     """The split, batches and epoch of ``config`` over ``dataset``, with the further part of the
-    data a method trains on where it has one (``outer_batches``)."""
+    data a method trains on where it has one (``outer_batches``); ``config.split_file``, where set,
+    is read once here and its SHA-256 kept on the module (``given_split_sha256``)."""
+    split, sha256 = (None, None) if config.split_file is None else read_split_file(
+        Path(config.split_file), {t.name: len(t.labels) for t in dataset.tasks})
     return MultiTaskDataModule(
         dataset,
         train_ratio=config.train_ratio,
@@ -227,7 +223,8 @@ def data_module(dataset: MultiTaskDataset, config: TrainConfig,
         outer_batches=module_class.outer_batches,
         holdout_ratio=module_class.holdout_ratio(config.method_params),
         epoch=config.epoch,
-        given_split=given_split(dataset, config)[0],
+        given_split=split,
+        given_split_sha256=sha256,
         std_floor=config.std_floor,
     )
 
@@ -285,7 +282,7 @@ def _fit_and_test(
     trainer.test(module, datamodule=data, verbose=False)
     fields = _results(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
     fields.update(
-        split_sha256=given_split(dataset, config)[1],
+        split_sha256=data.given_split_sha256,
         steps=steps.count,
         steps_per_epoch=data.steps_per_epoch,
         val_tasks=data.validation_tasks,

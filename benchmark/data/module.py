@@ -125,11 +125,13 @@ class MultiTaskDataModule(L.LightningDataModule):
         epoch: str = "largest_task",
         given_split: list[dict[str, np.ndarray]] | None = None,
         std_floor: float = 0.0,
+        given_split_sha256: str | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
         self.epoch = epoch
         self.std_floor = std_floor
+        self.given_split_sha256 = given_split_sha256  # of the file the given split was read from
         self.class_balanced = class_balanced
         # Samples per task in one evaluation batch: by default as many as keep the batch's inputs
         # under EVAL_BATCH_VALUES values. A fixed 512 made Omniglot's test batch 25,600 images, whose
