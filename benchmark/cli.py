@@ -36,7 +36,6 @@ def _data(args: argparse.Namespace) -> int:
 def _features(args: argparse.Namespace) -> int:
     from .data import DataUnavailableError, dataset_source
     from .data.features import Extraction
-    from .data.gttn_text import import_gttn_text
     from .data.images import ImageDatasetSource
 
     data_dir = args.data_dir
@@ -44,20 +43,34 @@ def _features(args: argparse.Namespace) -> int:
         source = dataset_source(args.dataset)
         if not isinstance(source, ImageDatasetSource):
             raise ValueError(f"{source.name} is not a dataset of image domains; features are made for image datasets")
-        if args.from_gttn_text:
-            directory = import_gttn_text(source, data_dir, args.from_gttn_text, args.backbone, args.layer)
-        else:
-            device = args.device or ("cuda" if _cuda_available() else "cpu")
-            extraction = Extraction(source, data_dir, args.backbone, args.layer, args.weights, args.image_size,
-                                    args.batch_size, args.workers, device)
-            started = time.perf_counter()
-            directory = extraction.run(progress=not args.no_progress)
-            print(f"took {time.perf_counter() - started:.0f} s on {device}")
+        device = args.device or ("cuda" if _cuda_available() else "cpu")
+        extraction = Extraction(source, data_dir, args.backbone, args.layer, args.weights, args.image_size,
+                                args.batch_size, args.workers, device)
+        started = time.perf_counter()
+        directory = extraction.run(progress=not args.no_progress)
+        print(f"took {time.perf_counter() - started:.0f} s on {device}")
     except (ValueError, DataUnavailableError) as error:
         print(f"mtlbench features: {error}", file=sys.stderr)
         return 2
     print(f"features: {directory} (train with `mtlbench train --dataset {args.dataset} --features {args.layer}"
           f"{'' if args.backbone == DEFAULT_BACKBONE else ' --backbone ' + args.backbone}`)")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .data import DataUnavailableError, dataset_source
+    from .data.gttn_text import gttn_text_to_folder
+
+    try:
+        folder = gttn_text_to_folder(args.file, args.to, args.tasks, args.features, args.shape, args.classes)
+        dataset = dataset_source(str(folder)).load(Path())
+    except (OSError, ValueError, DataUnavailableError) as error:
+        print(f"mtlbench import: {error}", file=sys.stderr)
+        return 2
+    sizes = ", ".join(f"{t.name} {len(t.labels)}" for t in dataset.tasks)
+    print(f"{folder}: dataset {dataset.name}, {len(dataset.tasks)} tasks ({sizes}) of {dataset.tasks[0].n_classes} "
+          f"classes, inputs {' x '.join(map(str, dataset.input_shape))}\n"
+          f"train with `.venv/bin/mtlbench train --dataset {folder}` or sweep with `make sweep DATASET={folder}`")
     return 0
 
 
@@ -93,7 +106,23 @@ def _list(args: argparse.Namespace) -> int:
         present = "present" if source.present(data_dir) else "missing"
         default = f" (default input: {source.default_features})" if source.default_features else ""
         print(f"  {name:<16} {present}{default}")
-    return 0
+    return 0 if all(_list_folder(folder) for folder in args.folders) else 1
+
+
+def _list_folder(folder: str) -> bool:
+    """Print whether a folder dataset the user points at is valid (read and checked in full)."""
+    from .data import DataUnavailableError, dataset_source
+
+    try:
+        dataset = dataset_source(folder).load(Path())
+    except (ValueError, DataUnavailableError) as error:
+        print(f"  {folder}: INVALID: {error}")
+        return False
+    sizes = ", ".join(f"{t.name} {len(t.labels)}" for t in dataset.tasks)
+    label = f", input {dataset.provenance['features']}" if dataset.provenance.get("features") else ""
+    print(f"  {folder}: valid folder dataset {dataset.name}{label}: {len(dataset.tasks)} tasks ({sizes}), "
+          f"{dataset.tasks[0].n_classes} classes, inputs {' x '.join(map(str, dataset.input_shape))}")
+    return True
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -291,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_help = f"where datasets live (default ${DATA_DIR_VARIABLE} or datasets/)"
 
     listing = commands.add_parser("list", help="methods, regularisers and datasets (and which are present)")
+    listing.add_argument("folders", nargs="*", metavar="FOLDER", help="folder datasets to check (read and validated)")
     listing.add_argument("--data-dir", type=Path, help=data_help)
     listing.set_defaults(handler=_list)
 
@@ -308,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "features", help="extract backbone features of a dataset's images once, into a verified cache",
         description="Runs a torchvision backbone over every image in batches and caches the features with a "
         "manifest (backbone, layer, weights, image list, checksums). A verified cache is reused; a corrupt one is "
-        "rebuilt; an interrupted run continues. --from-gttn-text imports the GTTN paper's feature text files instead.")
+        "rebuilt; an interrupted run continues. `mtlbench import` converts the GTTN paper's feature text files.")
     features.add_argument("dataset", help="dataset name")
     features.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"torchvision backbone (default {DEFAULT_BACKBONE})")
     features.add_argument("--layer", default="fc7", help="fc7 (4096-d) or pool5 (7 x 7 x 512) for vgg19")
@@ -318,14 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--batch-size", type=_at_least(1), default=32, help="images per forward pass")
     features.add_argument("--workers", type=_at_least(0), default=min(4, os.cpu_count() or 1), help="image-decoding processes")
     features.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    features.add_argument("--from-gttn-text", type=Path, metavar="FILE",
-                          help="import a GTTN-paper feature text file as this dataset's --layer features")
     features.add_argument("--data-dir", type=Path, help=data_help)
     features.add_argument("--no-progress", action="store_true", help="no progress bar")
     features.set_defaults(handler=_features)
 
+    imports = commands.add_parser(
+        "import", help="convert a GTTN-paper feature text file into a folder dataset",
+        description="Writes one <task>.npz per task and dataset.json into a new folder (never into an existing "
+        "one); train on it with --dataset FOLDER. Folders of .npz/.mat/.csv files need no import.")
+    imports.add_argument("file", type=Path, help="the GTTN text file (line 1 tasks, line 2 classes, line 3 offsets, ...)")
+    imports.add_argument("--to", type=Path, required=True, help="the new folder; its name is the dataset's name")
+    imports.add_argument("--tasks", type=_comma_list, help="task names in file order (default task0, task1, ...)")
+    imports.add_argument("--features", default="", help="the input's name in records and tables, e.g. gnet1024")
+    imports.add_argument("--shape", type=_comma_separated(int, lambda n: n >= 1, ">= 1"),
+                         help="per-row shape, e.g. 7,7,512 for pool5 rows (default: a flat vector)")
+    imports.add_argument("--classes", type=_comma_list, help="class names in label order")
+    imports.set_defaults(handler=_import)
+
     train = commands.add_parser("train", help="train one method on one dataset and write its record")
-    train.add_argument("--dataset", help="dataset name (default synthetic)")
+    train.add_argument("--dataset", help="dataset name (default synthetic), or a folder of per-task .npz/.mat/.csv files")
     train.add_argument("--method", help="method name (default tucker)")
     train.add_argument("--lam", type=float, help="trade-off lambda of the coupling term")
     train.add_argument("--hidden", type=_at_least(1), help="hidden units")
@@ -364,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs the plan sweeps/<dataset>.yaml (over sweeps/default.yaml). Run the same "
         "command again to continue; run it on several machines against one --storage to share the work.",
     )
-    sweep.add_argument("--dataset", default="synthetic", help="dataset name (default synthetic)")
+    sweep.add_argument("--dataset", default="synthetic", help="dataset name (default synthetic), or a folder of per-task .npz/.mat/.csv files")
     sweep.add_argument("--methods", help="all, or a comma-separated list (default: the plan's)")
     sweep.add_argument("--trials", type=_at_least(0), help="search trials per method (default: the plan's)")
     sweep.add_argument("--final-seeds", type=_comma_separated(int, lambda seed: seed >= 0, ">= 0"),

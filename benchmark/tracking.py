@@ -33,15 +33,16 @@ class Tracking:
     name: str | None = None
 
 
-def run_name(config: Any, job: str) -> str:
-    """``office_caltech/tucker/r0.1/final/s3``: what ran, readable in the dashboard's run list."""
-    return f"{config.dataset}/{config.method}/r{config.train_ratio:g}/{job}/s{config.seed}"
+def run_name(config: Any, job: str, dataset: str) -> str:
+    """``office_caltech/tucker/r0.1/final/s3``: what ran, readable in the dashboard's run list
+    (``dataset`` by its name: a folder dataset's path would not fit)."""
+    return f"{dataset}/{config.method}/r{config.train_ratio:g}/{job}/s{config.seed}"
 
 
-def run_tags(config: Any, job: str, features: str, protocol_version: int) -> list[str]:
+def run_tags(config: Any, job: str, dataset: str, features: str, protocol_version: int) -> list[str]:
     """Tags to filter and group the dashboard by: dataset, method, ratio, job, layering, protocol, input."""
     # key:value, not key=value: W&B's workspace filters rewrite "=" inside a value (job=final -> job==final).
-    tags = [config.dataset, config.method, f"ratio:{config.train_ratio:g}", f"job:{job}", f"layers:{config.layers}",
+    tags = [dataset, config.method, f"ratio:{config.train_ratio:g}", f"job:{job}", f"layers:{config.layers}",
             f"protocol:{protocol_version}"]
     return tags + ([f"features:{features}"] if features else [])
 

@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from .config import TrainConfig
-from .data import MultiTaskDataModule, MultiTaskDataset, dataset_source, read_split_file
+from .data import MultiTaskDataModule, MultiTaskDataset, dataset_name, dataset_source, read_split_file
 from .methods import MultiTaskModule, method_class, resolve_config
 from .norms import mode_flattening, trace_norm
 from .records import (
@@ -159,8 +159,8 @@ def train(
     source = dataset_source(config.dataset)
     dataset = source.load(Path(data_dir), **config.dataset_params)
     features = source.features_label(config.dataset_params)
-    tracking = dataclasses.replace(tracking, name=tracking.name or run_name(config, tracking.job_type))
-    tags = run_tags(config, tracking.job_type, features, PROTOCOL_VERSION)
+    tracking = dataclasses.replace(tracking, name=tracking.name or run_name(config, tracking.job_type, dataset.name))
+    tags = run_tags(config, tracking.job_type, dataset.name, features, PROTOCOL_VERSION)
     with wandb_run(tracking, config.to_dict(), tags=tags) as run:
         fitted = _fit_and_test(config, module_class, dataset, out_dir, progress, accelerator, callbacks, run)
         record = RunRecord(**fitted.fields, **(record_fields or {}), features=features, wandb_run_id=run.id,
@@ -293,7 +293,7 @@ def _fit_and_test(
     )
     path = None
     if out_dir is not None:
-        path = record_path(out_dir, config.dataset, config.method, fields["run_id"])
+        path = record_path(out_dir, fields["dataset"], config.method, fields["run_id"])
         split_path = path.with_suffix(".split.pt")
         try:
             split_path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +325,7 @@ def _results(
     }
     return {
         "run_id": new_run_id(config.seed),
-        "dataset": config.dataset,
+        "dataset": dataset_name(config.dataset),
         "method": config.method,
         "config": config.to_dict(),
         "seed": config.seed,

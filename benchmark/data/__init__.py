@@ -15,6 +15,7 @@ from .source import (
     DataUnavailableError,
     MultiTaskDataset,
     TaskData,
+    dataset_name,
     dataset_names,
     dataset_source,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "MultiTaskDataModule",
     "MultiTaskDataset",
     "TaskData",
+    "dataset_name",
     "dataset_names",
     "dataset_source",
     "SplitFileError",

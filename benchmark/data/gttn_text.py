@@ -1,4 +1,4 @@
-"""The GTTN paper's released feature files: plain text, read here and imported into the cache.
+"""The GTTN paper's released feature files: plain text, read here and converted into a folder dataset.
 
 Format (the public GTTN code's): line 1 = number of tasks T, line 2 = number of classes C,
 line 3 = comma-separated task boundary offsets into the sample rows, then one comma-separated
@@ -14,9 +14,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .source import DatasetSource, DataUnavailableError, sha256_of
+from .source import DataUnavailableError, sha256_of
 
 
 @dataclass(frozen=True)
@@ -73,28 +72,30 @@ def write_gttn_text(path: Path, tasks: list[tuple[np.ndarray, np.ndarray]], n_cl
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def import_gttn_text(source: DatasetSource, data_dir: Path, path: Path, backbone: str, layer: str) -> Path:
-    """Cache a GTTN text file as ``source``'s ``backbone`` ``layer`` features (task order: the source's)."""
-    from .backbones import backbone as backbone_spec
-    from .features import cache_dir, write_cache
+def gttn_text_to_folder(path: Path, folder: Path, task_names: list[str] | None = None, features: str = "",
+                        shape: tuple[int, ...] | None = None, classes: list[str] | None = None) -> Path:
+    """Convert a GTTN text file into a folder dataset (:mod:`benchmark.data.folder`): one
+    ``<task>.npz`` per task, named ``task_names`` (default task0, task1, ...), rows reshaped to
+    ``shape`` (e.g. 7 x 7 x 512 for pool5), the input labelled ``features``. Any number of tasks and
+    classes; the folder must be new, so no other dataset or cache is overwritten."""
+    from .folder import write_folder
 
-    shape = backbone_spec(backbone).layer(layer).shape
     parsed = read_gttn_text(path)
-    names = source.task_names
-    if len(parsed.task_rows) != len(names) or parsed.n_classes != len(source.classes):
-        raise DataUnavailableError(f"{path}: {len(parsed.task_rows)} tasks of {parsed.n_classes} classes, but "
-                                   f"{source.name} has {len(names)} ({', '.join(names)}) of {len(source.classes)}")
-    if parsed.features.shape[1] != int(np.prod(shape)):
-        raise DataUnavailableError(f"{path}: rows of {parsed.features.shape[1]} values, but {backbone} {layer} "
-                                   f"features are {' x '.join(map(str, shape))}")
-    tasks = {
-        name: (torch.from_numpy(parsed.features[start:stop]).reshape(-1, *shape), torch.from_numpy(parsed.labels[start:stop]))
-        for name, (start, stop) in zip(names, parsed.task_rows)
-    }
-    directory = cache_dir(source, data_dir, backbone, layer)
-    manifest = {"dataset": source.name, "backbone": backbone, "layer": layer,
-                "weights": f"GTTN paper release file {Path(path).name} (SHA-256 {sha256_of(Path(path))})",
-                "preprocessing": "as released", "image_list_sha256": None, "classes": list(source.classes),
-                "layer_shape": list(shape)}
-    write_cache(directory, manifest, tasks)
-    return directory
+    names = task_names or [f"task{t}" for t in range(len(parsed.task_rows))]
+    if len(names) != len(parsed.task_rows):
+        raise DataUnavailableError(f"{path}: {len(parsed.task_rows)} tasks, but {len(names)} names given ({', '.join(names)})")
+    if len(set(names)) != len(names):
+        raise DataUnavailableError(f"task names {', '.join(names)} repeat; give each task its own name")
+    width = parsed.features.shape[1]
+    row_shape = tuple(shape or (width,))
+    if int(np.prod(row_shape)) != width:
+        raise DataUnavailableError(f"{path}: rows of {width} values do not reshape to {' x '.join(map(str, row_shape))}")
+    if classes is not None and len(classes) != parsed.n_classes:
+        raise DataUnavailableError(f"{path}: {parsed.n_classes} classes, but {len(classes)} class names given")
+    tasks = {name: (parsed.features[start:stop].reshape(-1, *row_shape), parsed.labels[start:stop])
+             for name, (start, stop) in zip(names, parsed.task_rows)}
+    metadata = {"features": features, "origin": f"GTTN text file {Path(path).name} (SHA-256 {sha256_of(Path(path))})"}
+    if classes is not None:
+        metadata["classes"] = list(classes)
+    write_folder(Path(folder), tasks, metadata)
+    return Path(folder)

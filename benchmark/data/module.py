@@ -148,8 +148,10 @@ class MultiTaskDataModule(L.LightningDataModule):
             # A given split (a published one, or one a run saved) replaces the ratios' draw.
             split = given_split[task] if given_split else stratified_split(labels, train_ratio, val_ratio, split_rng)
             if len(split["test"]) == 0:
-                raise ValueError(f"task {dataset.task_names[len(self.splits)]} has no test sample at "
-                                 f"train_ratio={train_ratio} ({len(labels)} samples); lower the train ratio")
+                name = dataset.task_names[task]
+                where = f" ({dataset.provenance['folder']}/{name}.*)" if "folder" in dataset.provenance else ""
+                raise ValueError(f"task {name}{where} has no test sample at train_ratio={train_ratio} "
+                                 f"({len(labels)} samples); lower the train ratio")
             self.splits.append(split)
         self.outer_part: str | None = None
         if outer_batches:

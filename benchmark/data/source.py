@@ -170,9 +170,31 @@ def dataset_names() -> list[str]:
     return sorted(_SOURCES)
 
 
+_FOLDERS: dict[Path, DatasetSource] = {}
+
+
 def dataset_source(name: str) -> DatasetSource:
-    try:
+    """A registered dataset by name, or a folder of per-task arrays by its path
+    (:mod:`benchmark.data.folder`)."""
+    if name in _SOURCES:
         return _SOURCES[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}") from None
+    from .folder import FolderSource, looks_like_folder
+
+    if not looks_like_folder(name):
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}, or the path of a "
+                         "folder holding one <task>.npz/.mat/.csv per task") from None
+    folder = Path(name)
+    if not folder.is_dir():
+        raise DataUnavailableError(f"dataset folder {folder} not found; give a folder holding one "
+                                   "<task>.npz/.mat/.csv per task (README, 'Your own data')")
+    if folder.resolve().name in _SOURCES:
+        raise ValueError(f"dataset folder {folder} is named like the registered dataset {folder.resolve().name!r}, "
+                         "and records are filed by name; rename the folder")
+    return _FOLDERS.setdefault(folder.resolve(), FolderSource(folder))
+
+
+def dataset_name(reference: str) -> str:
+    """The name records, studies and tables file a dataset under: a registered dataset's own name,
+    a folder dataset's folder name (wherever the folder lies)."""
+    return dataset_source(reference).name
 

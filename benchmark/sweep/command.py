@@ -270,14 +270,14 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
         return 2
     print(_announcement(job, workers, gpus))
     code = 0
-    with interrupts_raised(), progress_bar(plan.dataset, studies) as bar:
+    with interrupts_raised(), progress_bar(plan.dataset_name, studies) as bar:
         try:
             if workers == 1 and not gpus:
                 # The bar is redrawn once Optuna has stored the trial's end, not when its line is
                 # written (the trial is still running then, and the bar was one behind).
                 run_worker(job, 0, bar.write, after_trial=lambda: _refresh(bar, studies))
             else:
-                log_dir = job.out_dir.parent / "logs" / f"sweep-{plan.dataset}"
+                log_dir = job.out_dir.parent / "logs" / f"sweep-{plan.dataset_name}"
                 bar.write(f"worker logs: {log_dir}/worker-<i>.log")
                 code = _watch(spawn_workers(job, workers, gpus, log_dir), bar, studies)
         except (Interrupted, KeyboardInterrupt):
@@ -289,7 +289,7 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
             return 1
         _refresh(bar, studies)
     print("\n" + format_summary(summary_rows(studies)))
-    print(f"\nfinal records: {job.out_dir}/{plan.dataset}/<method>/ (job: final); `make leaderboard` tabulates them")
+    print(f"\nfinal records: {job.out_dir}/{plan.dataset_name}/<method>/ (job: final); `make leaderboard` tabulates them")
     return code
 
 
@@ -301,10 +301,10 @@ def _announcement(job: SweepJob, workers: int, gpus: Sequence[str]) -> str:
         "objective: mean validation error over the search splits (seeds "
         + "; ".join(f"r{r:g}: {', '.join(map(str, plan.search_seeds_at(r)))}" for r in plan.train_ratios) + ")"
     )
-    equal = "".join(f"\n  {method} = {same}: the same penalty on every stacked tensor of {plan.dataset}; "
+    equal = "".join(f"\n  {method} = {same}: the same penalty on every stacked tensor of {plan.dataset_name}; "
                     f"{same} runs once for both" for method, same in plan.equal_to.items())
     return (
-        f"sweep {plan.dataset}: {len(plan.running_methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
+        f"sweep {plan.dataset_name}: {len(plan.running_methods)} method(s) x {len(plan.train_ratios)} ratio(s), "
         f"{plan.trials} trials + {len(plan.final_seeds)} final seeds each, {workers} worker(s)"
         f"{' on GPUs ' + ','.join(gpus) if gpus else ''}\n"
         f"  storage {storage_label(job.storage_url)} | W&B {wandb_mode()} | data {job.data_dir} | records {job.out_dir}"

@@ -26,7 +26,7 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from ..config import TrainConfig
-from ..data import dataset_source
+from ..data import dataset_name
 from ..methods import method_class, method_names, registration_order, resolve_config
 from ..nets import NetworkSpec
 from ..records import PROTOCOL_VERSION, edge_of, search_edges, write_json_atomic
@@ -146,17 +146,19 @@ class SweepPlan:
     ) -> SweepPlan:
         """The dataset's plan (``default.yaml`` merged with ``<dataset>.yaml``, then with the
         ``variant``'s ``<dataset>/<variant>.yaml``), then the overrides."""
-        dataset_source(dataset)  # an unknown dataset names the valid ones before anything runs
+        # An unknown dataset names the valid ones before anything runs. A folder dataset's plan is
+        # the one named like its folder, if any, else default.yaml alone.
+        name = dataset_name(dataset)
         directory = directory or sweeps_dir()
         values = _read_yaml(directory / "default.yaml")
-        if (directory / f"{dataset}.yaml").exists():
-            values = _merge(values, _read_yaml(directory / f"{dataset}.yaml"))
+        if (directory / f"{name}.yaml").exists():
+            values = _merge(values, _read_yaml(directory / f"{name}.yaml"))
         if variant:
-            variant_file = directory / dataset / f"{variant}.yaml"
+            variant_file = directory / name / f"{variant}.yaml"
             if not variant_file.exists():
-                known = sorted(p.stem for p in (directory / dataset).glob("*.yaml"))
-                raise ValueError(f"no plan {variant!r} for {dataset} ({variant_file}); "
-                                 f"variants of {dataset}: {', '.join(known) or 'none'}")
+                known = sorted(p.stem for p in (directory / name).glob("*.yaml"))
+                raise ValueError(f"no plan {variant!r} for {name} ({variant_file}); "
+                                 f"variants of {name}: {', '.join(known) or 'none'}")
             values = _merge(values, _read_yaml(variant_file))
         method_list = methods or values.get("methods", "all")
         if method_list == "all":
@@ -268,6 +270,11 @@ class SweepPlan:
                 raise ValueError("a search selects on validation error: protocol.val_ratio must be > 0")
 
     @property
+    def dataset_name(self) -> str:
+        """The name studies and records file the dataset under (a folder dataset's folder name)."""
+        return dataset_name(self.dataset)
+
+    @property
     def train_ratios(self) -> tuple[float, ...]:
         """One study per train ratio: ``protocol.train_ratio`` may be a number or a list."""
         ratios = self.protocol.get("train_ratio", TrainConfig.train_ratio)
@@ -314,15 +321,16 @@ class SweepPlan:
         Changing epochs, the search space or a method parameter starts a new study; asking for
         more trials or more final seeds continues the same one.
         """
+        # By the dataset's name, so machines that keep a folder dataset at different paths share its studies.
         identity = {
-            "protocol": self.config(method, train_ratio, seed=self.search_seed).to_dict(),
+            "protocol": {**self.config(method, train_ratio, seed=self.search_seed).to_dict(), "dataset": self.dataset_name},
             "search": [vars(d) for d in self.search_space(method)],
             "pruner": dict(self.pruner),
             "protocol_version": PROTOCOL_VERSION,
             "search_seeds": list(self.search_seeds_at(train_ratio)),
         }
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:8]
-        return f"{self.dataset}/{method}/r{train_ratio:g}/{digest}"
+        return f"{self.dataset_name}/{method}/r{train_ratio:g}/{digest}"
 
     # ---- as plain data: the plan workers run, exactly as the command resolved it ----
 

@@ -140,7 +140,7 @@ def restore_studies(method_studies: Iterable[MethodStudies], records_dir: Path,
     if not wanted:
         return []
     by_study: dict[str, list[RunRecord]] = defaultdict(list)
-    dataset = method_studies[0].plan.dataset
+    dataset = method_studies[0].plan.dataset_name
     found = read_records(Path(records_dir) / dataset, jobs=(SEARCH, FINAL), states=(COMPLETE, PRUNED, FAILED))
     for record in found.runs:
         if record.study is not None and record.trial is not None:

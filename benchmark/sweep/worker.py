@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ..config import TrainConfig
-from ..data import dataset_source
+from ..data import dataset_name, dataset_source
 from ..records import (
     FAILED,
     FINAL,
@@ -213,7 +213,7 @@ class Worker:
             # One group per method and ratio holding its search and its finals (the job type tells
             # them apart), named after the search study; a name that says what ran, unique in a project.
             tracking=Tracking(job_type=job, group=studies.search_name,
-                              name=f"{run_name(config, job)}/t{trial.number}" if job == SEARCH else None),
+                              name=f"{run_name(config, job, self.plan.dataset_name)}/t{trial.number}" if job == SEARCH else None),
             record_fields={"study": study_name, "trial": trial.number, "storage": storage_label(self.storage_url),
                            # the ranges searched, so a table can flag a choice at their edge
                            "search_space": {d.name: d.describe() for d in studies.search_space},
@@ -252,13 +252,13 @@ class Worker:
         """The record of a trial that ended without a result: what it ran and why it stopped."""
         (frozen,) = [t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number]
         record = RunRecord(
-            run_id=new_run_id(config.seed), job=job, state=state, reason=reason, dataset=config.dataset,
+            run_id=new_run_id(config.seed), job=job, state=state, reason=reason, dataset=dataset_name(config.dataset),
             method=config.method, config=config.to_dict(), seed=config.seed, features=self.features,
             study=trial.study.study_name, trial=trial.number, storage=storage_label(self.storage_url),
             reported_errors={str(epoch): value for epoch, value in sorted(frozen.intermediate_values.items())},
             wall_time_s=round(wall_time, 3), git_rev=git_revision(), versions=package_versions(),
         )
-        path = record.write(record_path(self.out_dir, config.dataset, config.method, record.run_id))
+        path = record.write(record_path(self.out_dir, record.dataset, config.method, record.run_id))
         trial.set_user_attr("record", str(path))
 
 
