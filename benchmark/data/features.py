@@ -38,7 +38,7 @@ from .source import (
 
 MANIFEST = "manifest.json"
 STORED_DTYPE = torch.float16  # halves DomainNet's pool5 cache; 3 significant digits suffice after standardising
-PROVENANCE_KEYS = ("backbone", "layer", "weights", "preprocessing", "image_list_sha256", "files")  # into run records
+PROVENANCE_KEYS = ("backbone", "backbone_note", "layer", "weights", "preprocessing", "image_list_sha256", "files")  # into run records
 CHUNK_IMAGES = 512  # images per partial file: what a run that dies can lose at most, per task
 
 ImageList = dict[str, list[tuple[str, int]]]  # task -> (path relative to the dataset folder, label)
@@ -209,7 +209,8 @@ class Extraction:
         for task, entries in images.items():
             features = torch.cat([torch.load(c, weights_only=True) for c in sorted(partial.glob(f"{task}-*.pt"))])
             tasks[task] = (features, torch.tensor([label for _, label in entries], dtype=torch.int64))
-        manifest = {**identity, "images": images, "classes": list(self.source.classes),
+        manifest = {**identity, "backbone_note": backbone(self.backbone).note, "images": images,
+                    "classes": list(self.source.classes),
                     "torch": torch.__version__, "layer_shape": list(spec.shape)}
         write_cache(self.directory, manifest, tasks)
         shutil.rmtree(partial)
