@@ -27,8 +27,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-install: $(BIN)/python ## create .venv and install the suite with its test extras
-	$(BIN)/python -m pip install -e '.[test]'
+install: $(BIN)/python ## create .venv and install the suite with its test and offline-backbone extras
+	$(BIN)/python -m pip install -e '.[test,backbones]'
 
 test: ## run the test suite
 	WANDB_MODE=disabled $(BIN)/python -m pytest
@@ -39,14 +39,14 @@ test-fast: ## the tests not marked slow (about 2 minutes): the development lane
 data: ## download (where a URL exists), verify and report a dataset: DATASET= DATA_DIR=
 	$(BIN)/mtlbench data $(DATASET) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-features: ## VGG-19 features of a dataset's images, cached: DATASET= FEATURES=fc7|pool5 DATA_DIR=
-	$(BIN)/mtlbench features $(DATASET) --layer $(or $(FEATURES),fc7) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+features: ## backbone features of a dataset's images, cached: DATASET= FEATURES=fc7|pool5 (vgg19) BACKBONE= DATA_DIR=
+	$(BIN)/mtlbench features $(DATASET) --layer $(or $(FEATURES),fc7) $(if $(BACKBONE),--backbone $(BACKBONE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 # Recipes with @: make would echo the sweep's line with its empty optional parts, and sync's with
 # every run folder; the commands say what they do themselves.
-sweep: ## Optuna sweep + final runs: DATASET= PLAN= FEATURES= METHODS= TRIALS= RATIOS= WORKERS= GPUS= STORAGE= DATA_DIR=
-	@$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(PLAN),--plan $(PLAN)) $(if $(FEATURES),--features $(FEATURES)) $(if $(METHODS),--methods $(METHODS)) \
-		$(if $(TRIALS),--trials $(TRIALS)) $(if $(RATIOS),--train-ratio $(RATIOS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) \
+sweep: ## Optuna sweep + final runs: DATASET=name|folder PLAN= FEATURES= BACKBONE= METHODS= TRIALS= RATIOS= WORKERS= GPUS= LAUNCHER= STORAGE= DATA_DIR=
+	@$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(PLAN),--plan $(PLAN)) $(if $(FEATURES),--features $(FEATURES)) $(if $(BACKBONE),--backbone $(BACKBONE)) $(if $(METHODS),--methods $(METHODS)) \
+		$(if $(TRIALS),--trials $(TRIALS)) $(if $(RATIOS),--train-ratio $(RATIOS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
 		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 leaderboard: ## tables and plots in results/leaderboard/ from results/runs/; plan variants' apart; calibration curves

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.source import DEFAULT_BACKBONE
+from .sweep.launcher import LAUNCHERS
 from .config import DATA_DIR_VARIABLE, EPOCHS, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
 from .records import RecordWriteError, RunRecord, ensure_writable
 
@@ -179,6 +180,7 @@ def _comma_list(text: str) -> list[str]:
 def _sweep(args: argparse.Namespace) -> int:
     from .data import DataUnavailableError
     from .sweep.command import resolve_job, run_spawned_worker, run_sweep
+    from .sweep.launcher import JobResources
 
     if args.job:  # a worker process the command below started
         return run_spawned_worker(args.job, args.worker_index or 0)
@@ -192,7 +194,14 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"mtlbench sweep: {error}", file=sys.stderr)
         return 2
     gpus = _comma_list(args.gpus) if args.gpus else []
-    return run_sweep(job, args.workers or max(len(gpus), 1), gpus, args.searches_settled)
+    flags = {"partition": args.partition, "time_min": args.time_min, "gpus_per_job": args.gpus_per_job,
+             "cpus_per_job": args.cpus_per_job, "mem_gb": args.mem_gb, "account": args.account}
+    try:
+        resources = JobResources.from_values({**job.plan.launcher, **{k: v for k, v in flags.items() if v is not None}})
+    except (TypeError, ValueError) as error:
+        print(f"mtlbench sweep: {error}", file=sys.stderr)
+        return 2
+    return run_sweep(job, args.workers or max(len(gpus), 1), gpus, args.searches_settled, args.launcher, resources)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -340,8 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest (backbone, layer, weights, image list, checksums). A verified cache is reused; a corrupt one is "
         "rebuilt; an interrupted run continues. `mtlbench import` converts the GTTN paper's feature text files.")
     features.add_argument("dataset", help="dataset name")
-    features.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"torchvision backbone (default {DEFAULT_BACKBONE})")
-    features.add_argument("--layer", default="fc7", help="fc7 (4096-d) or pool5 (7 x 7 x 512) for vgg19")
+    features.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                          help=f"{DEFAULT_BACKBONE} (the papers', the default) or efficientnet_lite0 (ImageNet weights "
+                          "that install offline: a stand-in)")
+    features.add_argument("--layer", default="fc7", help="vgg19: fc7 (4096-d) or pool5 (7 x 7 x 512); "
+                          "efficientnet_lite0: pool (1280-d) or map (7 x 7 x 1280)")
     features.add_argument("--weights", default="imagenet",
                           help="imagenet (torchvision's download), a state-dict file PATH, or random (tests only)")
     features.add_argument("--image-size", type=_at_least(1), default=224, help="center-crop size (default 224)")
@@ -417,7 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--split", type=Path, metavar="FILE",
                        help="every trial and final run on this given split (JSON, as for train --split); the seeds "
                        "then vary only the initialisation")
-    sweep.add_argument("--workers", type=_at_least(1), help="worker processes on this machine (default 1, or one per GPU)")
+    sweep.add_argument("--workers", type=_at_least(1), help="workers: processes on this machine, or scheduler jobs "
+                       "with --launcher (default 1, or one per GPU)")
+    sweep.add_argument("--launcher", choices=LAUNCHERS, default="process",
+                       help="process: subprocesses of this command; slurm: one Slurm job per worker through submitit "
+                       "(needs a storage every node reaches); local: submitit's local executor, the same path here")
+    sweep.add_argument("--partition", help="Slurm partition (default: the plan's launcher.partition)")
+    sweep.add_argument("--time-min", type=_at_least(1), help="time limit per job in minutes (default 240)")
+    sweep.add_argument("--gpus-per-job", type=_at_least(0), help="GPUs per job (default 0)")
+    sweep.add_argument("--cpus-per-job", type=_at_least(1), help="CPUs per job (default 2)")
+    sweep.add_argument("--mem-gb", type=float, help="memory per job in GB (default: the partition's)")
+    sweep.add_argument("--account", help="Slurm account to charge")
     sweep.add_argument("--gpus", help="comma-separated GPU ids; worker i sees only gpus[i mod n]")
     sweep.add_argument("--storage", default=None,
                        help="Optuna storage: an RDB URL (sqlite:///..., postgresql://user:pw@host/db) or a "

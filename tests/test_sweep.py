@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -593,46 +591,6 @@ def test_two_workers_share_one_storage_without_duplicates(tmp_path: Path) -> Non
     _check_two_workers(tmp_path, load_plan(plan_dir), f"sqlite:///{tmp_path}/optuna.db")
 
 
-def _postgres_binary(name: str) -> str | None:
-    for directory in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (directory / name).exists():
-            return str(directory / name)
-    return shutil.which(name)
-
-
-@pytest.fixture
-def postgres_url():
-    """A throw-away PostgreSQL cluster on loopback: initdb in a temp folder, its own port."""
-    pytest.importorskip("psycopg", reason="psycopg not installed (pip install '.[test]')")
-    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    # The server refuses to run as root: then it runs as the postgres user, in a folder that
-    # user can reach (pytest's own temp folders are private to root).
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="mtlbench-pg-"))
-    os.chmod(root, 0o777)
-    data = root / "data"
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "bench", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", port=port, user="bench", dbname="postgres", autocommit=True) as db:
-            db.execute("CREATE DATABASE optuna")
-        yield f"postgresql://bench@127.0.0.1:{port}/optuna"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_two_workers_against_a_real_postgresql_server(tmp_path: Path, postgres_url: str) -> None:
     plan_dir = write_plan(tmp_path / "plans", trials=3, final_seeds=[1, 2],
@@ -820,3 +778,115 @@ def test_a_record_lost_mid_sweep_fails_the_command_and_the_trial_runs_again(tmp_
     assert study_progress(studies.search_study(), 2).complete == 2  # both positions ran to a record
     assert any("retry_of" in t.user_attrs and t.state == TrialState.COMPLETE for t in trials)
     assert len(records(tmp_path / "runs", "sweep")) == 2 and len(records(tmp_path / "runs", "final")) == 1
+
+
+# ---- scheduler jobs through submitit (--launcher local | slurm) ----------------------------------
+
+
+def test_a_slurm_sweep_refuses_sqlite_and_unknown_launcher_settings(tmp_path: Path, capsys) -> None:
+    plan_dir = write_plan(tmp_path / "plans")
+    assert main(sweep_args(tmp_path, plan_dir, "--launcher", "slurm")) == 2
+    err = capsys.readouterr().err
+    assert "cannot share the SQLite storage" in err and "postgresql://" in err and "journal file on a shared" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.json"))
+    write_plan(plan_dir, launcher={"partitions": "gpu"})
+    assert main(sweep_args(tmp_path, plan_dir, "--launcher", "local")) == 2
+    assert "launcher: unknown key(s) ['partitions']; valid: partition, time_min" in capsys.readouterr().err
+
+
+def test_the_slurm_submission_is_one_array_with_the_plans_resources(tmp_path: Path) -> None:
+    """The sbatch script submitit writes, checked without a cluster (submitit's own mock of sbatch)."""
+    pytest.importorskip("submitit")
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    from benchmark.sweep.launcher import JobResources, submit_workers
+
+    resources = JobResources.from_values({"partition": "gpu", "time_min": 90, "gpus_per_job": 1, "cpus_per_job": 8,
+                                          "mem_gb": 32, "account": "mtl-lab", "setup": ["module load cuda"]})
+    job_file = tmp_path / "job.json"
+    job_file.write_text("{}")
+    with mocked_slurm():
+        jobs = submit_workers(job_file, "slurm", 4, resources, tmp_path / "jobs")
+    assert [j.job_id for j in jobs] == ["12_0", "12_1", "12_2", "12_3"]
+    (script,) = (tmp_path / "jobs").rglob("*submission.sh")
+    lines = script.read_text().splitlines()
+    for expected in ("#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=1",
+                     "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB", "#SBATCH --account=mtl-lab",
+                     "#SBATCH --array=0-3%4", "#SBATCH --job-name=mtlbench-sweep", "module load cuda"):
+        assert expected in lines, (expected, lines)
+    assert any(line.startswith("#SBATCH --signal=USR2@") for line in lines)  # the pre-emption warning
+
+
+def _local_sweep(tmp_path: Path, storage: str, plan_dir: Path, *extra: str) -> subprocess.Popen:
+    args = ["sweep", "--sweeps-dir", str(plan_dir), "--storage", storage, "--out", str(tmp_path / "runs"),
+            "--launcher", "local", "--workers", "2", *extra]
+    return _mtlbench(args, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_two_local_jobs_run_a_sweep_against_a_journal_file(tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    plan_dir = write_plan(tmp_path / "plans", trials=4, final_seeds=[1, 2],
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 20})
+    journal = str(tmp_path / "shared" / "optuna.journal")
+    process = _local_sweep(tmp_path, journal, plan_dir)
+    output, _ = process.communicate(timeout=400)
+    assert process.returncode == 0, output
+    assert "submitted 2 local job(s)" in output
+    _check_two_workers(tmp_path, load_plan(plan_dir), journal)
+
+
+@pytest.mark.slow
+def test_two_local_jobs_against_a_real_postgresql_server(tmp_path: Path, postgres_url: str) -> None:
+    pytest.importorskip("submitit")
+    plan_dir = write_plan(tmp_path / "plans", trials=3, final_seeds=[1, 2],
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 20})
+    process = _local_sweep(tmp_path, postgres_url, plan_dir)
+    output, _ = process.communicate(timeout=400)
+    assert process.returncode == 0, output
+    _check_two_workers(tmp_path, load_plan(plan_dir), postgres_url)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGUSR2], ids=["killed", "preempted"])
+def test_a_local_job_stopped_mid_trial_has_its_trial_run_again(tmp_path: Path, stop: signal.Signals) -> None:
+    """SIGKILL: the job dies, the other worker re-queues its trial. SIGUSR2 (a time-out or
+    pre-emption warning): the worker re-queues its trial and submitit re-submits the job."""
+    pytest.importorskip("submitit")
+    plan_dir = write_plan(tmp_path / "plans", trials=4, methods="stl",
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 150})
+    plan = load_plan(plan_dir)
+    journal = str(tmp_path / "optuna.journal")
+    process = _local_sweep(tmp_path, journal, plan_dir)
+    stopped: list[int] = []
+
+    def stop_a_running_trial() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended before a job could be stopped:\n{process.stdout.read()}")
+        try:
+            study = optuna.load_study(study_name=plan.study_name("stl", 0.5), storage=open_storage(journal))
+        except Exception:  # the storage or the study is still being created
+            return False
+        running = [t for t in study.get_trials(deepcopy=False)
+                   if t.state == TrialState.RUNNING and len(t.params) == len(plan.search) and "worker" in t.user_attrs]
+        if not running:
+            return False
+        stopped.append(running[0].number)
+        os.kill(running[0].user_attrs["worker"]["pid"], stop)
+        return True
+
+    _wait_for(stop_a_running_trial, 300, "a running trial")
+    output, _ = process.communicate(timeout=400)
+    assert process.returncode == 0, output
+    (studies,) = studies_of(plan, journal)
+    trials = {t.number: t for t in studies.search_study().get_trials()}
+    assert trials[stopped[0]].state == TrialState.FAIL
+    (retry,) = [t for t in trials.values() if t.user_attrs.get("retry_of") == stopped[0]]
+    assert retry.state == TrialState.COMPLETE and retry.params == trials[stopped[0]].params
+    assert study_progress(studies.search_study(), 4).complete == 4
+    sweep_records = records(tmp_path / "runs", "sweep")
+    assert sorted(r["trial"] for r in sweep_records if r["state"] == "complete") == sorted(
+        t.number for t in trials.values() if t.state == TrialState.COMPLETE)
+    if stop == signal.SIGUSR2:  # submitit checkpointed the job and submitted it again
+        logs = [p.read_text() for p in (tmp_path / "logs").rglob("*_log.*")]
+        assert any("Requeued job" in text for text in logs)

@@ -38,6 +38,7 @@ from .studies import (
     recover_interrupted,
     storage_label,
 )
+from .launcher import JobResources, check_launcher, job_logs, submit_workers, watch_jobs
 from .worker import Interrupted, RecordNotWritten, interrupts_raised, run_worker
 
 
@@ -252,10 +253,18 @@ def _watch(processes: list[tuple[subprocess.Popen, Path]], bar: tqdm, studies: S
     return 1 if failed else 0
 
 
-def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searches_settled: bool = False) -> int:
-    """Run ``job`` to the end with ``workers`` processes (in this one when 1 and no GPUs); 0 when
-    every worker finished, 1 when one failed or a record could not be written, 130 when interrupted."""
+def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searches_settled: bool = False,
+              launcher: str = "process", resources: JobResources | None = None) -> int:
+    """Run ``job`` to the end with ``workers`` processes (in this one when 1 and no GPUs), or
+    ``workers`` scheduler jobs (``launcher`` local or slurm: :mod:`.launcher`); 0 when every worker
+    finished, 1 when one failed or a record could not be written, 130 when interrupted."""
     plan = job.plan
+    try:
+        check_launcher(launcher, job.storage_url)
+        resources = resources or JobResources.from_values(plan.launcher)
+    except ValueError as error:
+        print(f"mtlbench sweep: {error}", file=sys.stderr)
+        return 2
     try:
         open_storage(job.storage_url)
     except Exception as error:  # a server down, a missing database driver, a file it cannot read
@@ -272,7 +281,9 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
     code = 0
     with interrupts_raised(), progress_bar(plan.dataset_name, studies) as bar:
         try:
-            if workers == 1 and not gpus:
+            if launcher != "process":
+                code = _run_jobs(job, launcher, workers, resources, bar, studies)
+            elif workers == 1 and not gpus:
                 # The bar is redrawn once Optuna has stored the trial's end, not when its line is
                 # written (the trial is still running then, and the bar was one behind).
                 run_worker(job, 0, bar.write, after_trial=lambda: _refresh(bar, studies))
@@ -283,6 +294,9 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
         except (Interrupted, KeyboardInterrupt):
             bar.write("interrupted: running trials were queued again; run the same command to continue")
             return 130
+        except ValueError as error:  # no scheduler reachable, submitit missing
+            bar.write(f"mtlbench sweep: {error}")
+            return 2
         except RecordNotWritten as error:
             bar.write(f"mtlbench sweep: {error}\nthe trial was queued again; fix the records folder and run the "
                       "same command to continue")
@@ -291,6 +305,34 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
     print("\n" + format_summary(summary_rows(studies)))
     print(f"\nfinal records: {job.out_dir}/{plan.dataset_name}/<method>/ (job: final); `make leaderboard` tabulates them")
     return code
+
+
+def _run_jobs(job: SweepJob, launcher: str, workers: int, resources: JobResources, bar: tqdm,
+              studies: Sequence[MethodStudies]) -> int:
+    """Submit the workers as scheduler jobs and watch them. Interrupted, local jobs are stopped
+    (each re-queues its trial); Slurm jobs keep running on the cluster. A job that died while
+    the others finished every trial (its own re-queued) is reported, and the sweep succeeds."""
+    log_dir = job.out_dir.parent / "logs" / f"sweep-{job.plan.dataset_name}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = job.write(job_file(job, log_dir))
+    jobs = submit_workers(path, launcher, workers, resources, log_dir / "jobs")
+    bar.write(f"submitted {len(jobs)} {launcher} job(s); id: output log\n  " + "\n  ".join(job_logs(jobs)))
+    try:
+        code = watch_jobs(jobs, lambda: _refresh(bar, studies), bar.write)
+        settled, total, _ = total_progress(studies)
+        if code and settled == total:
+            bar.write("every trial and final run is settled: the other jobs took over the failed job's work")
+            return 0
+        return code
+    except (Interrupted, KeyboardInterrupt):
+        if launcher == "local":
+            for submitted in jobs:
+                submitted.cancel(check=False)
+        else:
+            ids = " ".join(sorted({str(j.job_id).split("_")[0] for j in jobs}))
+            bar.write(f"stopped watching; the jobs keep running on the cluster (`scancel {ids}` stops them, and "
+                      "their trials are queued again)")
+        raise
 
 
 def _announcement(job: SweepJob, workers: int, gpus: Sequence[str]) -> str:

@@ -33,7 +33,7 @@ from ..records import PROTOCOL_VERSION, edge_of, search_edges, write_json_atomic
 
 SWEEP_KEYS = (
     "methods", "trials", "search_seeds", "search_seeds_by_ratio", "final_seeds", "search", "method_search", "sampler", "protocol",
-    "method_protocol", "method_params", "pruner",
+    "method_protocol", "method_params", "pruner", "launcher",
 )
 SAMPLER_KEYS = ("n_startup_trials",)
 SEARCHED_FIELDS = ("lam", "hidden", "lr")
@@ -132,6 +132,8 @@ class SweepPlan:
     # Methods left out because they compute the same penalty as another: method -> the one that runs.
     equal_to: Mapping[str, str] = field(default_factory=dict)
     search_seeds_by_ratio: Mapping[float, tuple[int, ...]] = field(default_factory=dict)
+    # What each scheduler job asks for (benchmark.sweep.launcher.JobResources); not part of any study.
+    launcher: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -215,6 +217,7 @@ class SweepPlan:
             n_startup_trials=max(0, min(int(sampler.get("n_startup_trials", 6)), n_trials - 1)),
             search_seeds_by_ratio={float(ratio): tuple(int(s) for s in seeds)
                                    for ratio, seeds in (values.get("search_seeds_by_ratio") or {}).items()},
+            launcher=values.get("launcher") or {},
         )
         plan.check()
         return plan
@@ -348,6 +351,7 @@ class SweepPlan:
             "method_search": {m: space(dims) for m, dims in self.method_search.items()},
             "n_startup_trials": self.n_startup_trials, "equal_to": dict(self.equal_to),
             "search_seeds_by_ratio": {repr(r): list(seeds) for r, seeds in self.search_seeds_by_ratio.items()},
+            "launcher": dict(self.launcher),
         }
 
     @classmethod
@@ -364,6 +368,7 @@ class SweepPlan:
             method_search={m: space(d) for m, d in values["method_search"].items()},
             n_startup_trials=int(values["n_startup_trials"]), equal_to=values["equal_to"],
             search_seeds_by_ratio={float(r): tuple(seeds) for r, seeds in values["search_seeds_by_ratio"].items()},
+            launcher=values.get("launcher", {}),
         )
         plan.check()
         return plan
