@@ -121,8 +121,9 @@ def _list_folder(folder: str) -> bool:
         return False
     sizes = ", ".join(f"{t.name} {len(t.labels)}" for t in dataset.tasks)
     label = f", input {dataset.provenance['features']}" if dataset.provenance.get("features") else ""
+    shifted = "; labels 1..C (MATLAB), read as 0..C-1" if dataset.provenance["label_base"] == 1 else ""
     print(f"  {folder}: valid folder dataset {dataset.name}{label}: {len(dataset.tasks)} tasks ({sizes}), "
-          f"{dataset.tasks[0].n_classes} classes, inputs {' x '.join(map(str, dataset.input_shape))}")
+          f"{dataset.tasks[0].n_classes} classes, inputs {' x '.join(map(str, dataset.input_shape))}{shifted}")
     return True
 
 

@@ -235,3 +235,20 @@ def test_write_folder_refuses_a_folder_that_holds_files(tmp_path: Path) -> None:
     folder = npz_folder(tmp_path)
     with pytest.raises(FileExistsError, match="not empty"):
         write_folder(folder, {"a": task_arrays()}, {})
+
+
+def test_a_published_split_of_a_folder_dataset_trains_on_exactly_those_rows(tmp_path: Path) -> None:
+    folder = npz_folder(tmp_path)
+    split = {task: {"train": list(range(0, 12)), "val": list(range(12, 15)), "test": list(range(15, 24))}
+             for task in ("a", "b", "c")}
+    path = tmp_path / "published.json"
+    path.write_text(json.dumps(split))
+    args = ["train", "--dataset", str(folder), "--method", "stl", "--hidden", "4", "--max-epochs", "2", "--split", str(path),
+            "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "runs")]) == 0
+    (record_path,) = (tmp_path / "runs" / "mine" / "stl").glob("*.json")
+    assert main(["split-export", str(record_path), "--out", str(tmp_path / "exported.json")]) == 0
+    assert json.loads((tmp_path / "exported.json").read_text()) == split
+    assert main([*args[:-3], "--split", str(tmp_path / "exported.json"), "--no-progress", "--out", str(tmp_path / "again")]) == 0
+    first, again = (read_records(tmp_path / d, jobs=("train",)).runs[0] for d in ("runs", "again"))
+    assert again.tasks == first.tasks and again.val_acc_history == first.val_acc_history
