@@ -220,7 +220,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
         return 1
     summary = args.out / "summary.md"
     if summary.exists():
-        print("mean test error % (std over seeds); best in bold\n\n" + summary.read_text())
+        print("mean test error % (std over seeds); the best in bold where its paired 95% interval against the "
+              "runner-up excludes 0, else tied\n\n" + summary.read_text())
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -101,7 +101,9 @@ def test_csv_values_are_exact(runs: Path, tmp_path: Path) -> None:
     assert list(summary.columns) == ["table", "train_ratio", "gttn_var", "stl", "tucker"]
     assert len(summary) == 3
     markdown = (tmp_path / "board" / "summary.md").read_text()
-    assert "| synthetic | 0.5 | 25.00 (0.00) | 32.00 (2.00) | **22.00 (2.83)** |" in markdown
+    # Tucker leads gttn_var by 3 points on 2 shared splits (5 and 1): t(1) = 12.7 makes that a tie.
+    assert ("| synthetic | 0.5 | 25.00 (0.00) | 32.00 (2.00) | 22.00 (2.83) | tied (tucker vs gttn_var "
+            "-28.41..+22.41 pts) |") in markdown
 
 
 def test_broken_duplicate_and_superseded_records_are_reported(runs: Path, tmp_path: Path) -> None:
@@ -132,7 +134,7 @@ def test_command_draws_the_plots_and_reports_broken_records(runs: Path, tmp_path
     out = tmp_path / "board"
     assert main(["leaderboard", "--runs", str(runs), "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "truncated.json" in captured.err and "**22.00 (2.83)**" in captured.out
+    assert "truncated.json" in captured.err and "22.00 (2.83) | tied (tucker vs gttn_var" in captured.out
     for name in ("synthetic_errors", "synthetic_vs_stl", "synthetic_lambda", "synthetic_gttn_weights",
                  "synthetic_sharing", "omniglot_errors", "omniglot_vs_paper"):
         with Image.open(out / f"{name}.png") as image:
@@ -175,6 +177,27 @@ def test_beats_stl_pairs_runs_by_seed(tmp_path: Path) -> None:
     assert table.loc["tucker", "beats_stl"] == "2/3"  # seed 4 has no tucker run: not counted
     assert table.loc["gttn_var", "beats_stl"] == ""
     assert "_errors_by_seed" not in table.columns
+
+
+def test_paired_intervals_against_stl_and_dmtl_and_a_clear_winner_in_bold(tmp_path: Path) -> None:
+    """Differences on the same split, with a 95% t-interval over the splits; the best is bold only
+    where its interval against the runner-up excludes 0."""
+    root = tmp_path / "runs"
+    stl = {1: 0.30, 2: 0.32, 3: 0.34, 4: 0.31, 5: 0.33}
+    for seed, error in stl.items():
+        write(root, "m", make_record("stl", seed, {"a": error}))
+        write(root, "m", make_record("dmtl", seed, {"a": error - 0.05 + 0.01 * (seed % 2)}))  # 4 or 5 points better
+        write(root, "m", make_record("tucker", seed, {"a": error - 0.10}))  # 10 points better on every split
+    build_leaderboard(root, tmp_path / "board", plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv", keep_default_na=False).set_index("method")
+    assert float(table.loc["tucker", "vs_stl_pts"]) == exactly(-10.0) and table.loc["tucker", "vs_stl_ci95"] == "-10.00..-10.00"
+    assert table.loc["tucker", "beats_stl"] == "5/5" and table.loc["tucker", "beats_dmtl"] == "5/5"
+    # dmtl - stl over seeds 1..5: -4, -5, -4, -5, -4 points: mean -4.4, sd 0.548, t(4) = 2.776.
+    assert float(table.loc["dmtl", "vs_stl_pts"]) == exactly(-4.4) and table.loc["dmtl", "vs_stl_ci95"] == "-5.08..-3.72"
+    assert table.loc["stl", "vs_dmtl_ci95"] == "+3.72..+5.08" and table.loc["dmtl", "vs_dmtl_ci95"] == ""
+    assert table.loc["tucker", "lead_ci95"] == "vs dmtl -6.28..-4.92" and table.loc["tucker", "lead_clear"] == "True"
+    markdown = (tmp_path / "board" / "summary.md").read_text()
+    assert "| 27.60 (1.82) | 32.00 (1.58) | **22.00 (1.58)** | tucker (vs dmtl -6.28..-4.92 pts) |" in markdown
 
 
 def test_protocols_and_layerings_are_never_mixed_in_one_table(tmp_path: Path) -> None:

@@ -172,23 +172,74 @@ def _wins(errors: dict[int, float], reference: dict[int, float] | None) -> str:
     return f"{sum(errors[s] < reference[s] for s in shared)}/{len(shared)}" if shared else ""
 
 
+def paired_interval(errors: dict[int, float], reference: dict[int, float] | None) -> tuple[float, float, float] | None:
+    """Mean paired difference ``errors - reference`` in percentage points over the seeds both
+    have, with its 95% t-interval (a seed is a split, the same data for both methods); None with
+    fewer than two seeds in common. Five splits give t = 2.78: wide, and honest about it."""
+    from scipy import stats
+
+    shared = sorted(set(errors) & set(reference or {}))
+    if len(shared) < 2:
+        return None
+    differences = [100 * (errors[s] - reference[s]) for s in shared]  # type: ignore[index]
+    n = len(differences)
+    mean = sum(differences) / n
+    spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * spread / math.sqrt(n)
+    return round(mean, DIGITS - 2), round(mean - half, DIGITS - 2), round(mean + half, DIGITS - 2)
+
+
+def _interval_text(interval: tuple[float, float, float] | None) -> str:
+    return "" if interval is None else f"{interval[1]:+.2f}..{interval[2]:+.2f}"
+
+
+def _against(table: pd.DataFrame, method: str) -> None:
+    """Columns ``vs_<method>_pts`` (mean paired difference, points), ``vs_<method>_ci95`` and
+    ``beats_<method>`` (splits won) for every row but the method's own."""
+    own = table["method"] == method
+    reference = table[own].set_index("train_ratio")["_errors_by_seed"].to_dict()
+    intervals = [
+        None if is_own or not isinstance(errors, dict) else paired_interval(errors, reference.get(ratio))
+        for errors, ratio, is_own in zip(table["_errors_by_seed"], table["train_ratio"], own)
+    ]
+    table[f"vs_{method}_pts"] = [math.nan if i is None else i[0] for i in intervals]
+    table[f"vs_{method}_ci95"] = [_interval_text(i) for i in intervals]
+    table[f"beats_{method}"] = [
+        "" if is_own or not isinstance(errors, dict) else _wins(errors, reference.get(ratio))
+        for errors, ratio, is_own in zip(table["_errors_by_seed"], table["train_ratio"], own)
+    ]
+
+
+def _lead(table: pd.DataFrame) -> None:
+    """On each ratio's best row: the paired interval against the runner-up (``lead_ci95``) and
+    whether it excludes 0 (``lead_clear``); only then is the best a winner, else it is tied."""
+    table["lead_ci95"], table["lead_clear"] = "", pd.array([pd.NA] * len(table), dtype="boolean")
+    for _, part in table[table["rank"].notna()].groupby("train_ratio"):
+        ordered = part.sort_values(["test_err_mean", "method"], kind="stable")
+        if len(ordered) < 2:
+            continue
+        best, runner_up = ordered.index[0], ordered.index[1]
+        interval = paired_interval(table.at[best, "_errors_by_seed"], table.at[runner_up, "_errors_by_seed"])
+        table.at[best, "lead_ci95"] = f"vs {table.at[runner_up, 'method']} {_interval_text(interval)}" if interval else ""
+        table.at[best, "lead_clear"] = bool(interval is not None and interval[2] < 0)
+
+
 def _rank(table: pd.DataFrame) -> pd.DataFrame:
-    """Rank 1 = lowest mean test error within a train ratio; change against STL in percent, and
-    on how many seeds (splits) the method beats STL. Rows of methods equal to another ("= m")
-    have no numbers and no rank."""
+    """Rank 1 = lowest mean test error within a train ratio; change against STL in percent; the
+    paired difference against STL and against DMTL with its 95% interval and the splits won;
+    whether the best's lead over the runner-up is clear. Rows of methods equal to another
+    ("= m") have no numbers and no rank."""
     table["rank"] = table.groupby("train_ratio")["test_err_mean"].rank(method="min").astype("Int64")
-    is_stl = table["method"] == "stl"
-    stl = table[is_stl].set_index("train_ratio")
+    stl = table[table["method"] == "stl"].set_index("train_ratio")
     reference = table["train_ratio"].map(stl["test_err_mean"])
     table["vs_stl_pct"] = (100 * (table["test_err_mean"] - reference) / reference).round(DIGITS - 2)
-    stl_errors = stl["_errors_by_seed"].to_dict()
-    table["beats_stl"] = [
-        "" if stl_row or not isinstance(errors, dict) else _wins(errors, stl_errors.get(ratio))
-        for errors, ratio, stl_row in zip(table["_errors_by_seed"], table["train_ratio"], is_stl)
-    ]
+    _against(table, "stl")
+    _against(table, "dmtl")
+    _lead(table)
     first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
-             "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "beats_stl", "val_err_mean", "paper_test_err_mean",
-             "paper_test_err_std", "vs_paper_pts"]
+             "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "vs_stl_pts", "vs_stl_ci95", "beats_stl",
+             "vs_dmtl_pts", "vs_dmtl_ci95", "beats_dmtl", "lead_ci95", "lead_clear", "val_err_mean",
+             "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
     tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
     ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
     if ordered["paper_test_err_mean"].isna().all():
@@ -213,12 +264,15 @@ def summary_table(tables: dict[TableKey, pd.DataFrame]) -> pd.DataFrame:
 
 
 def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
-    """Mean test error % (std) per dataset and method; the best of each row in bold."""
+    """Mean test error % (std) per dataset and method. The best of a row is in bold only where
+    its paired 95% interval against the runner-up excludes 0; otherwise the row says "tied"."""
     methods = sorted({m for t in tables.values() for m in t["method"]})
-    lines = ["| dataset | train | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    lines = ["| dataset | train | " + " | ".join(methods) + " | best |", "|---|---|" + "---|" * (len(methods) + 1)]
     for key, table in sorted(tables.items()):
         for ratio, part in table.groupby("train_ratio", sort=True):
-            best = part["test_err_mean"].min()
+            leader = part[part["rank"] == 1].sort_values("method").iloc[0] if (part["rank"] == 1).any() else None
+            clear = leader is not None and leader["lead_clear"] is not pd.NA and bool(leader["lead_clear"])
+            best = part["test_err_mean"].min() if clear else math.nan
             cells = []
             for method in methods:
                 row = part[part["method"] == method]
@@ -231,7 +285,10 @@ def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
                     continue
                 text = f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ({100 * std:.2f})")
                 cells.append(f"**{text}**" if mean == best else text)
-            lines.append(f"| {table_name(*key)} | {ratio:g} | " + " | ".join(cells) + " |")
+            verdict = "" if leader is None else (
+                f"{leader['method']} ({leader['lead_ci95']} pts)" if clear
+                else f"tied ({leader['method']} {leader['lead_ci95']} pts)" if leader["lead_ci95"] else "tied")
+            lines.append(f"| {table_name(*key)} | {ratio:g} | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
