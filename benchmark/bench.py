@@ -21,8 +21,9 @@ same run, so the numbers mean the same on a noisy machine. Sections:
   float64 pieces (float64 Gram, eigh, product) that bound any exact route, and the matrix-product
   route (on the GPU where there is one, and then it says so).
 - ``cost``: time to leaderboard, from the committed run records alone (no training): the run
-  time of every search trial and final run per dataset, protocol version and train ratio, in
-  CPU-hours, with the runs counted.
+  time of every search trial and final run per dataset, input, protocol version and train ratio,
+  in CPU-hours, with the runs counted; for the current protocol, the runs its plan has and the
+  hours they will take, projected from each method's mean run time so far.
 - ``loop`` and ``profile``: the training loop's own cost, Lightning against a plain PyTorch loop
   doing the same work, and where a step's time goes (:mod:`benchmark.bench_loop`).
 - ``selection``: model selection at a small train ratio. STL on Office-Caltech SURF at ratio 0.1,
@@ -409,23 +410,60 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
     return pd.DataFrame(rows)
 
 
-def bench_cost(runs_dir: Path = Path("results/runs"), progress: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run time summed per dataset, protocol version, train ratio and job, from the records."""
+def bench_cost(runs_dir: Path = Path("results/runs"), sweeps_dir: Path | None = None,
+               progress: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run time summed per dataset, input, protocol version, train ratio and job, from the records;
+    for the current protocol also the runs its plan has in all and the hours they will take,
+    projected from each method's mean run time so far (:func:`projected_hours`)."""
     from .board.tables import table_variant
     from .records import FINAL, SEARCH, STATES, read_records
 
     records = read_records(runs_dir, jobs=(SEARCH, FINAL), states=STATES).runs
-    rows = [{"dataset": r.dataset, "protocol": table_variant(r) or "current", "train_ratio": r.train_ratio,
-             "job": r.job, "method": r.method, "wall_time_s": r.wall_time_s} for r in records]
+    rows = [{"dataset": r.dataset, "features": r.features, "protocol": table_variant(r) or "current",
+             "train_ratio": r.train_ratio, "job": r.job, "method": r.method, "wall_time_s": r.wall_time_s,
+             "equal_methods": tuple(r.equal_methods)} for r in records if table_variant(r) != "ablation"]
     if not rows:
         progress(f"cost  no records under {runs_dir}")
         return pd.DataFrame()
-    table = (pd.DataFrame(rows).groupby(["dataset", "protocol", "train_ratio", "job"])
-             .agg(runs=("wall_time_s", "size"), cpu_hours=("wall_time_s", lambda t: t.sum() / 3600)).reset_index())
+    runs = pd.DataFrame(rows)
+    keys = ["dataset", "features", "protocol", "train_ratio", "job"]
+    table = (runs.groupby(keys).agg(runs=("wall_time_s", "size"), cpu_hours=("wall_time_s", lambda t: t.sum() / 3600))
+             .reset_index())
+    projections = [projected_hours(group, *key, sweeps_dir) if key[2] == "current" else (math.nan, math.nan, "")
+                   for key, group in runs.groupby(keys)]
+    table["planned_runs"], table["projected_cpu_hours"], table["methods_measured"] = zip(*projections)
     for _, row in table.iterrows():
-        progress(f"cost  {row['dataset']} {row['protocol']} r{row['train_ratio']:g} {row['job']}: "
-                 f"{row['runs']} runs, {row['cpu_hours']:.1f} h")
+        planned = "" if math.isnan(row["planned_runs"]) else (
+            f" of {row['planned_runs']:.0f} planned, {row['projected_cpu_hours']:.1f} h projected "
+            f"({row['methods_measured']} methods measured)")
+        progress(f"cost  {row['dataset']} {row['features']} {row['protocol']} r{row['train_ratio']:g} {row['job']}: "
+                 f"{row['runs']} runs, {row['cpu_hours']:.1f} h{planned}")
     return table
+
+
+def projected_hours(runs: pd.DataFrame, dataset: str, features: str, protocol: str, train_ratio: float, job: str,
+                    sweeps_dir: Path | None = None) -> tuple[float, float, str]:
+    """(runs the dataset's plan has for this ratio and job, their projected CPU-hours, "k/n"
+    methods with a run so far). Each measured method's mean run time times its planned runs; a
+    method not yet run counts at the mean of the measured methods' means (so the projection
+    firms up as methods finish: the GTTN family's runs cost more than STL's)."""
+    from .records import SEARCH
+    from .sweep.plan import SweepPlan
+
+    try:
+        plan = SweepPlan.load(dataset, sweeps_dir)
+    except (ValueError, OSError):  # a folder dataset that is not here, a plan that no longer loads
+        return math.nan, math.nan, ""
+    equal = {m for methods in runs["equal_methods"] for m in methods}
+    methods = [m for m in plan.methods if m not in equal]
+    per_method = plan.trials * len(plan.search_seeds_at(train_ratio)) if job == SEARCH else len(plan.final_seeds)
+    mean_s = runs.groupby("method")["wall_time_s"].mean()
+    measured = [m for m in methods if m in mean_s.index]
+    if not measured:
+        return float(per_method * len(methods)), math.nan, f"0/{len(methods)}"
+    fallback = float(mean_s[measured].mean())
+    seconds = sum(per_method * float(mean_s.get(m, fallback)) for m in methods)
+    return float(per_method * len(methods)), seconds / 3600, f"{len(measured)}/{len(methods)}"
 
 
 SELECTION_GRID = {"lam": (1e-4, 1e-3, 1e-2, 1e-1, 1.0), "hidden": (128, 256, 512, 1024)}
@@ -512,7 +550,8 @@ def _markdown_table(frame: pd.DataFrame, columns: list[tuple[str, str, str]]) ->
     """Rows of ``frame`` as markdown; ``columns`` lists (header, column, format spec)."""
     lines = ["| " + " | ".join(header for header, _, _ in columns) + " |", "|" + "---|" * len(columns)]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(format(row[column], spec) for _, column, spec in columns) + " |")
+        lines.append("| " + " | ".join("-" if isinstance(row[column], float) and math.isnan(row[column])
+                                        else format(row[column], spec) for _, column, spec in columns) + " |")
     return lines
 
 
@@ -629,11 +668,16 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
     cost = tables.get("cost")
     if cost is not None and not cost.empty:
         lines += ["## Time to leaderboard (from the committed records' run times)", "",
-                  *_markdown_table(cost, [("dataset", "dataset", ""), ("protocol", "protocol", ""),
+                  *_markdown_table(cost, [("dataset", "dataset", ""), ("input", "features", ""), ("protocol", "protocol", ""),
                                           ("train ratio", "train_ratio", "g"), ("job", "job", ""), ("runs", "runs", "d"),
-                                          ("hours of run time", "cpu_hours", ".1f")]),
+                                          ("hours of run time", "cpu_hours", ".1f"), ("runs planned", "planned_runs", ".0f"),
+                                          ("hours projected", "projected_cpu_hours", ".1f"),
+                                          ("methods measured", "methods_measured", "")]),
                   "", "A run's time is its process's wall time with one thread per worker; records written before "
-                  "the workers split the cores (Office-Caltech ratio 0.1) ran beside other sweeps and overstate it.", ""]
+                  "the workers split the cores (Office-Caltech ratio 0.1) ran beside other sweeps and overstate it. "
+                  "For the current protocol, the plan's runs and the hours they take, projected from each method's "
+                  "mean run time so far (a method not yet run at the measured methods' mean): the current code's "
+                  "time to leaderboard, firmer as more methods finish. Ablation records are left out.", ""]
     lines += loop_summary(tables.get("loop"), tables.get("profile"))
     selection = tables.get("selection")
     if selection is not None and not selection.empty:

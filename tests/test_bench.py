@@ -74,3 +74,25 @@ def test_the_loop_summary_says_met_or_missed() -> None:
     text = "\n".join(loop_summary(loop, None))
     assert "stl, layers head: plain 3.00 ms, Lightning 3.30 ms per step, x1.10 (met)" in text
     assert "x1.50 (MISSED)" in text
+
+
+def test_time_to_leaderboard_is_projected_from_each_methods_mean_run_time(tmp_path: Path) -> None:
+    import yaml
+
+    from benchmark.bench import projected_hours
+
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "default.yaml").write_text(yaml.safe_dump({
+        "methods": "stl,tucker,gttn_a", "trials": 4, "search_seeds": [0], "final_seeds": [1, 2],
+        "search_seeds_by_ratio": {0.1: [0, 6, 7]}, "search": {"lam": {"low": 1e-3, "high": 1.0, "log": True}},
+        "protocol": {"train_ratio": [0.1, 0.5]}}))
+    runs = pd.DataFrame([{"method": "stl", "wall_time_s": 8.0, "equal_methods": ()},
+                         {"method": "stl", "wall_time_s": 12.0, "equal_methods": ()},
+                         {"method": "tucker", "wall_time_s": 30.0, "equal_methods": ()}])
+    # gttn_a has no run yet: it counts at the mean of stl's 10 s and tucker's 30 s.
+    assert projected_hours(runs, "synthetic", "", "current", 0.5, "sweep", plans) == (12.0, 4 * (10 + 30 + 20) / 3600, "2/3")
+    assert projected_hours(runs, "synthetic", "", "current", 0.1, "sweep", plans)[0] == 3 * 4 * 3  # three search splits
+    assert projected_hours(runs, "synthetic", "", "current", 0.5, "final", plans)[:2] == (6.0, 2 * 60 / 3600)
+    runs.loc[2, "equal_methods"] = ("gttn_a",)  # gttn_a equals tucker here: never run, never planned
+    assert projected_hours(runs, "synthetic", "", "current", 0.5, "sweep", plans) == (8.0, 4 * 40 / 3600, "2/2")
