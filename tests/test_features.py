@@ -229,10 +229,12 @@ def test_missing_features_say_first_where_the_images_come_from_when_they_are_mis
     assert text.index("not under") < text.index("first get OfficeHomeDataset") < text.index("Then run `.venv/bin/mtlbench")
     assert "`.venv/bin/mtlbench data office_home` downloads it" in text
     with pytest.raises(DataUnavailableError) as with_images:
-        dataset_source("office31").verify(office31_dir, features="pool5", backbone="resnet50")
+        dataset_source("office31").verify(office31_dir, features="pool", backbone="efficientnet_lite0")
     assert "not under" not in str(with_images.value)
-    assert f"Run `.venv/bin/mtlbench features office31 --backbone resnet50 --layer pool5 --data-dir {office31_dir}`" in str(
-        with_images.value)
+    assert (f"Run `.venv/bin/mtlbench features office31 --backbone efficientnet_lite0 --layer pool --data-dir "
+            f"{office31_dir}`") in str(with_images.value)
+    with pytest.raises(DataUnavailableError, match="unknown backbone 'resnet50'; valid: vgg19, efficientnet_lite0"):
+        dataset_source("office31").verify(office31_dir, features="pool5", backbone="resnet50")
 
 
 def test_efficientnet_lite0_features_of_real_images_are_timms_forward_pass_with_imagenet_weights(

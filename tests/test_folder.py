@@ -252,3 +252,12 @@ def test_a_published_split_of_a_folder_dataset_trains_on_exactly_those_rows(tmp_
     assert main([*args[:-3], "--split", str(tmp_path / "exported.json"), "--no-progress", "--out", str(tmp_path / "again")]) == 0
     first, again = (read_records(tmp_path / d, jobs=("train",)).runs[0] for d in ("runs", "again"))
     assert again.tasks == first.tasks and again.val_acc_history == first.val_acc_history
+
+
+def test_an_input_a_registered_dataset_cannot_make_points_to_folder_datasets(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--dataset", "office_caltech", "--features", "gnet1024", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "office_caltech has no input 'gnet1024' (its own: surf;" in err and "efficientnet_lite0: pool, map" in err
+    assert "folder dataset (`mtlbench import`" in err
+    assert main(["train", "--dataset", "office31", "--features", "pool", "--data-dir", str(tmp_path)]) == 2
+    assert "pool is a layer of efficientnet_lite0, not of vgg19: add --backbone efficientnet_lite0" in capsys.readouterr().err

@@ -88,9 +88,24 @@ class DatasetSource:
     def verify(self, data_dir: Path, features: str | None = None, backbone: str | None = None) -> None:
         """Raise :class:`DataUnavailableError` unless the named input is present and intact."""
         if not self.is_native(features):
+            from .backbones import BACKBONES
             from .features import cache_dir, cache_problems, features_command
 
             key = _feature_key(self, features, backbone)
+            if key[0] not in BACKBONES:
+                raise DataUnavailableError(f"unknown backbone {key[0]!r}; valid: {', '.join(BACKBONES)}")
+            layers = BACKBONES[key[0]].layers
+            owners = [name for name, b in BACKBONES.items() if key[1] in b.layers]
+            if key[1] not in layers and owners:
+                raise DataUnavailableError(f"{key[1]} is a layer of {' and '.join(owners)}, not of {key[0]}: "
+                                           f"add --backbone {owners[0]} (BACKBONE={owners[0]} in make)")
+            if key[1] not in layers:  # not an input this suite can make: someone else's features
+                own = f"its own: {', '.join(n for n in self.native_features if n)}; " if any(self.native_features) else ""
+                made = "; ".join(f"{name}: {', '.join(b.layers)}" for name, b in BACKBONES.items())
+                raise DataUnavailableError(
+                    f"{self.name} has no input {key[1]!r} ({own}extracted from its images by a backbone, "
+                    f"{made}). For features made elsewhere, put them in a folder dataset (`mtlbench import` "
+                    "for GTTN text files; README, 'Your own data')")
             problems = cache_problems(cache_dir(self, data_dir, *key))
             if problems:
                 extract = f"`{features_command(self.name, *key)} --data-dir {data_dir}`"
