@@ -142,6 +142,8 @@ def _train(args: argparse.Namespace) -> int:
         values["split_file"] = str(args.split)
     values["method_params"] = parse_assignments(args.param)
     values["dataset_params"] = parse_assignments(args.data_param)
+    if args.net_param:
+        values["network_params"] = parse_assignments(args.net_param)
     values["dataset_params"].update({key: getattr(args, key) for key in ("features", "backbone") if getattr(args, key)})
     try:
         config = TrainConfig.from_dict(values)
@@ -401,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lazy regularisation: the coupling term every k-th step, weighted k (default 1: exact)")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                        help="method parameter, e.g. axis=1 (laf_i), d=3 (tr), eps=0.1 (laf_tf)")
+    train.add_argument("--net-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="a network choice for an ablation, e.g. padding=same or init=tf_normal (Omniglot CNN)")
     train.add_argument("--data-param", action="append", default=[], metavar="KEY=VALUE",
                        help="dataset parameter, e.g. alphabets=5 (omniglot)")
     train.add_argument("--features", help="the input of a dataset that has several: surf (office_caltech), or "

@@ -136,7 +136,7 @@ class MultiTaskModule(L.LightningModule):
         self.settings = self.resolve_parameters(config.method_params)  # every parameter, defaults filled
         self.task_names = list(task_names)
         self.network: MultiTaskNetwork = build_network(
-            spec, config.hidden, share_hidden=self.shares_hidden or config.layers == "head"
+            spec, config.hidden, share_hidden=self.shares_hidden or config.layers == "head", params=config.network_params
         )
         self._counts: dict[str, torch.Tensor] = {}
         self._objective_calls = 0

@@ -27,6 +27,14 @@ class TaskLayer(nn.Module):
             self.bias.uniform_(-bound, bound)
 
 
+def tf_normal_(layer: TaskLayer, std: float = 0.1) -> None:
+    """TensorFlow-era initialisation (``tf.truncated_normal(stddev=0.1)``): weights N(0, std) with
+    draws beyond two std redrawn, biases 0; the TNRDMTL paper does not state its initialisation."""
+    with torch.no_grad():
+        nn.init.trunc_normal_(layer.weight, 0.0, std, -2 * std, 2 * std)
+        layer.bias.zero_()
+
+
 class StackedLinear(TaskLayer):
     """y_t = x_t W_t + b_t with W of shape (*in_shape, out_features, T).
 
@@ -69,16 +77,18 @@ class SharedLinear(TaskLayer):
 
 
 class StackedConv2d(TaskLayer):
-    """Per-task 'valid' convolution; weight (k, k, in, out, T) as in the TensorFlow code of the paper.
+    """Per-task convolution, 'valid' (``padding`` 0) or zero-padded ('same' for an odd kernel:
+    ``padding`` k // 2); weight (k, k, in, out, T) as in the TensorFlow code of the paper.
 
     All tasks run as one grouped convolution: task t's images sit in channel group t.
     """
 
     stacked = True
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_tasks: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_tasks: int, padding: int = 0) -> None:
         super().__init__()
         k = kernel_size
+        self.padding = padding
         self.weight = nn.Parameter(torch.empty(k, k, in_channels, out_channels, n_tasks))
         self.bias = nn.Parameter(torch.empty(out_channels, n_tasks))
         self._init(in_channels * k * k)
@@ -87,20 +97,21 @@ class StackedConv2d(TaskLayer):
         """(B, T*C_in, H, W) -> (B, T*C_out, H', W'): the layout a stack of conv layers keeps."""
         k, _, c_in, c_out, n_tasks = self.weight.shape
         kernels = self.weight.permute(4, 3, 2, 0, 1).reshape(n_tasks * c_out, c_in, k, k)
-        return F.conv2d(x, kernels, self.bias.T.reshape(-1), groups=n_tasks)
+        return F.conv2d(x, kernels, self.bias.T.reshape(-1), padding=self.padding, groups=n_tasks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return from_grouped(self.forward_grouped(to_grouped(x)), x.shape[0])
 
 
 class SharedConv2d(TaskLayer):
-    """One 'valid' convolution (k, k, in, out) for all tasks (hard sharing)."""
+    """One convolution (k, k, in, out) for all tasks (hard sharing); ``padding`` as in StackedConv2d."""
 
     stacked = False
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_tasks: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_tasks: int, padding: int = 0) -> None:
         super().__init__()
         k = kernel_size
+        self.padding = padding
         self.weight = nn.Parameter(torch.empty(k, k, in_channels, out_channels))
         self.bias = nn.Parameter(torch.empty(out_channels))
         self._init(in_channels * k * k)
@@ -109,12 +120,13 @@ class SharedConv2d(TaskLayer):
         """(B, T*C_in, H, W) -> (B, T*C_out, H', W'), the layout of :meth:`StackedConv2d.forward_grouped`."""
         batch, channels, height, width = x.shape
         c_in = self.weight.shape[2]
-        out = F.conv2d(x.reshape(-1, c_in, height, width), self.weight.permute(3, 2, 0, 1), self.bias)
+        out = F.conv2d(x.reshape(-1, c_in, height, width), self.weight.permute(3, 2, 0, 1), self.bias,
+                       padding=self.padding)
         return out.reshape(batch, -1, *out.shape[-2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_tasks, batch = x.shape[:2]
-        out = F.conv2d(x.flatten(0, 1), self.weight.permute(3, 2, 0, 1), self.bias)
+        out = F.conv2d(x.flatten(0, 1), self.weight.permute(3, 2, 0, 1), self.bias, padding=self.padding)
         return out.reshape(n_tasks, batch, *out.shape[1:])
 
 

@@ -7,14 +7,24 @@ its own size (masked logits get zero probability and zero gradient).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import SharedConv2d, SharedLinear, StackedConv2d, StackedLinear, TaskLayer, from_grouped, to_grouped
+from .layers import (
+    SharedConv2d,
+    SharedLinear,
+    StackedConv2d,
+    StackedLinear,
+    TaskLayer,
+    from_grouped,
+    tf_normal_,
+    to_grouped,
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,10 @@ class NetworkSpec:
 
 
 class MultiTaskNetwork(nn.Module):
-    """Base: holds the class mask; subclasses list their shareable (regularisable) layers."""
+    """Base: holds the class mask; subclasses list their shareable (regularisable) layers and the
+    ``network_params`` they take (name -> the valid values, the first the default)."""
+
+    network_parameters: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, class_counts: Sequence[int]) -> None:
         super().__init__()
@@ -74,20 +87,30 @@ class OmniglotCNN(MultiTaskNetwork):
     conv 8@5x5 -> pool 2 -> conv 12@3x3 -> pool 2 -> conv 16@3x3 -> pool 2 -> FC 64 -> FC (classes).
     'valid' convolutions leave 16 x 11 x 11 = 1936 features for FC 64. conv1-3 and FC 64 are the
     shareable layers; the output layers differ in size per alphabet and are never shared.
-    ``hidden`` is the FC width (64 in the paper).
+    ``hidden`` is the FC width (64 in the paper). Ablations of what the paper leaves open:
+    ``padding`` 'same' (TensorFlow's default: 16 x 13 x 13 = 2704 features for FC 64) and
+    ``init`` 'tf_normal' (:func:`~benchmark.nets.layers.tf_normal_`) instead of PyTorch's.
     """
 
-    def __init__(self, spec: NetworkSpec, hidden: int, share_hidden: bool) -> None:
+    network_parameters = {"padding": ("valid", "same"), "init": ("torch", "tf_normal")}
+
+    def __init__(self, spec: NetworkSpec, hidden: int, share_hidden: bool, padding: str = "valid",
+                 init: str = "torch") -> None:
         super().__init__(spec.class_counts)
         conv = SharedConv2d if share_hidden else StackedConv2d
         linear = SharedLinear if share_hidden else StackedLinear
         t = spec.n_tasks
-        self.conv1, self.conv2, self.conv3 = conv(1, 8, 5, t), conv(8, 12, 3, t), conv(12, 16, 3, t)
+        same = padding == "same"
+        self.conv1, self.conv2, self.conv3 = (conv(c_in, c_out, k, t, padding=k // 2 if same else 0)
+                                              for c_in, c_out, k in ((1, 8, 5), (8, 12, 3), (12, 16, 3)))
         side = spec.input_shape[-1]
         for k in (5, 3, 3):
-            side = (side - k + 1) // 2
+            side = (side if same else side - k + 1) // 2
         self.fc = linear((16 * side * side,), hidden, t)
         self.out = StackedLinear((hidden,), max(spec.class_counts), t)
+        if init == "tf_normal":
+            for layer in (*self.shareable_layers(), self.out):
+                tf_normal_(layer)
 
     def shareable_layers(self) -> list[TaskLayer]:
         return [self.conv1, self.conv2, self.conv3, self.fc]
@@ -105,9 +128,19 @@ class OmniglotCNN(MultiTaskNetwork):
 NETWORKS: dict[str, type[MultiTaskNetwork]] = {"features": FeatureMLP, "omniglot_cnn": OmniglotCNN}
 
 
-def build_network(spec: NetworkSpec, hidden: int, share_hidden: bool) -> MultiTaskNetwork:
+def build_network(spec: NetworkSpec, hidden: int, share_hidden: bool,
+                  params: Mapping[str, Any] | None = None) -> MultiTaskNetwork:
+    """The network of ``spec.kind``; ``params`` (``network_params``) are checked against the ones it takes."""
     try:
         network = NETWORKS[spec.kind]
     except KeyError:
         raise ValueError(f"unknown network kind {spec.kind!r}; valid: {', '.join(NETWORKS)}") from None
-    return network(spec, hidden, share_hidden)
+    params = dict(params or {})
+    takes = "; ".join(f"{name} ({' | '.join(values)})" for name, values in network.network_parameters.items()) or "none"
+    for name, value in params.items():
+        if name not in network.network_parameters:
+            raise ValueError(f"the {spec.kind} network takes network_params {takes}; not {name!r}")
+        if value not in network.network_parameters[name]:
+            raise ValueError(f"network_params {name} must be one of {', '.join(network.network_parameters[name])}, "
+                             f"got {value!r}")
+    return network(spec, hidden, share_hidden, **params)
