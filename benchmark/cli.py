@@ -20,11 +20,15 @@ def _data(args: argparse.Namespace) -> int:
     from .data import DataUnavailableError, dataset_source
     from .data.datasets_report import fetch_and_report
 
+    from .data.folder import FolderSource
+
     try:
         source = dataset_source(args.dataset)
-    except ValueError as error:
+    except (ValueError, DataUnavailableError) as error:
         print(f"mtlbench data: {error}", file=sys.stderr)
         return 2
+    if isinstance(source, FolderSource):  # the user's own files: nothing to fetch, everything to check
+        return 0 if _list_folder(args.dataset) else 1
     data_dir = args.data_dir
     try:
         complete = fetch_and_report(source, data_dir, download=not args.no_download, progress=not args.no_progress)

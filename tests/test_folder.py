@@ -173,6 +173,8 @@ def test_list_checks_the_folders_it_is_given(tmp_path: Path, capsys) -> None:
     assert f"{good}: valid folder dataset good: 3 tasks (a 24, b 24, c 24), 3 classes, inputs 6" in capsys.readouterr().out
     assert main(["list", str(good), str(bad)]) == 1
     assert f"{bad}: INVALID: {bad / 'b.npz'}: 1 row(s) hold NaN" in capsys.readouterr().out
+    assert main(["data", str(good)]) == 0 and "valid folder dataset good" in capsys.readouterr().out
+    assert main(["data", str(bad)]) == 1 and "INVALID" in capsys.readouterr().out
 
 
 def test_training_on_a_folder_files_the_record_under_its_name_with_the_files_checksums(tmp_path: Path) -> None:
