@@ -7,5 +7,6 @@ methods, records, tracking, train):
 - :mod:`.studies`: the Optuna storage, the search and final studies, and how workers share them.
 - :mod:`.worker`: runs trials until none is left; each trial is one training run and one record.
 - :mod:`.restore`: rebuilds studies a storage lost from the run records.
-- :mod:`.command`: ``mtlbench sweep``: resolve the job, prepare, spawn and watch the workers, report.
+- :mod:`.launcher`: the workers as submitit jobs (``--launcher slurm`` or ``local``).
+- :mod:`.command`: ``mtlbench sweep``: resolve the job, prepare, spawn or submit and watch the workers, report.
 """
