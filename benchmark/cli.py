@@ -186,8 +186,9 @@ def _comma_list(text: str) -> list[str]:
 
 def _sweep(args: argparse.Namespace) -> int:
     from .data import DataUnavailableError
-    from .sweep.command import resolve_job, run_spawned_worker, run_sweep
+    from .sweep.command import resolve_job, run_sweep
     from .sweep.launcher import JobResources
+    from .sweep.worker import run_spawned_worker
 
     if args.job:  # a worker process the command below started
         return run_spawned_worker(args.job, args.worker_index or 0)

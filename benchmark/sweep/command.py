@@ -97,18 +97,6 @@ def job_file(job: SweepJob, log_dir: Path) -> Path:
     return log_dir / f"job-{digest}.json"
 
 
-def run_spawned_worker(path: Path, index: int) -> int:
-    """The body of a process started by :func:`spawn_workers`: run the job in ``path``."""
-    try:
-        run_worker(SweepJob.read(path), index)
-    except Interrupted:
-        return 130
-    except RecordNotWritten as error:
-        print(f"mtlbench sweep: {error}; the trial is queued again", file=sys.stderr)
-        return 1
-    return 0
-
-
 def worker_environment(index: int, workers: int, gpus: Sequence[str], base: Mapping[str, str]) -> dict[str, str]:
     """Worker i sees only GPU gpus[i], and the workers split the CPU cores between them.
 

@@ -77,8 +77,7 @@ class SweepWorkerJob:
         import torch
 
         torch.set_num_threads(threads)
-        from .command import run_spawned_worker
-        from .worker import raise_interrupted
+        from .worker import raise_interrupted, run_spawned_worker
 
         requeue_signal = signal.SIGUSR2
         submitit_handler = signal.getsignal(requeue_signal)

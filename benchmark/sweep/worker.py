@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
@@ -282,3 +284,16 @@ def run_worker(job: SweepJob, index: int, report: Callable[[str], None] = print,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with interrupts_raised():
         Worker(job, index, report, after_trial).run()
+
+
+def run_spawned_worker(path: Path, index: int) -> int:
+    """The body of a spawned worker process (:func:`benchmark.sweep.command.spawn_workers`) or
+    scheduler job (:mod:`benchmark.sweep.launcher`): run the job in ``path``; 130 when interrupted."""
+    try:
+        run_worker(SweepJob.read(path), index)
+    except Interrupted:
+        return 130
+    except RecordNotWritten as error:
+        print(f"mtlbench sweep: {error}; the trial is queued again", file=sys.stderr)
+        return 1
+    return 0
