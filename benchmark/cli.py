@@ -111,6 +111,13 @@ def _list(args: argparse.Namespace) -> int:
         present = "present" if source.present(data_dir) else "missing"
         default = f" (default input: {source.default_features})" if source.default_features else ""
         print(f"  {name:<16} {present}{default}")
+    from .data.backbones import BACKBONES
+
+    print("backbones (mtlbench features --backbone NAME --layer LAYER):")
+    for name, spec in BACKBONES.items():
+        print(f"  {name:<18} layers {', '.join(spec.layers)}: {spec.note}")
+    print("your own data: --dataset PATH of a folder with one <task>.npz/.mat/.csv per task "
+          "(`mtlbench list PATH` checks it)")
     return 0 if all(_list_folder(folder) for folder in args.folders) else 1
 
 

@@ -56,6 +56,7 @@ def test_list_shows_methods_and_which_datasets_are_present(tmp_path: Path, capsy
     assert main(["list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "gttn_meta" in out and "office_caltech   missing" in out and "synthetic        present" in out
+    assert "efficientnet_lite0 layers pool, map: a stand-in" in out and "your own data: --dataset PATH" in out
 
 
 def test_python_dash_m_runs_the_same_cli() -> None:
