@@ -86,7 +86,10 @@ def test_every_committed_record_reads_cleanly() -> None:
     assert len(found.runs) > 400 and not found.broken
     assert {r.features for r in found.runs if r.dataset == "office_caltech"} >= {"surf"}
     assert {r.features for r in found.runs if r.dataset == "omniglot"} == {""}
-    assert all(r.protocol_version >= 1 and r.test_err_mean is not None for r in found.runs)
+    assert all(r.protocol_version >= 1 for r in found.runs)
+    # A pruned or failed trial never reached its test: only complete runs carry test metrics.
+    assert all(r.test_err_mean is not None for r in found.runs if r.state == COMPLETE)
+    assert any(r.state != COMPLETE for r in found.runs)  # the sweeps' pruned trials are committed too
 
 
 def test_metric_keys_are_made_and_parsed_in_one_place() -> None:
