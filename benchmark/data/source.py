@@ -205,7 +205,9 @@ def dataset_source(name: str) -> DatasetSource:
     if folder.resolve().name in _SOURCES:
         raise ValueError(f"dataset folder {folder} is named like the registered dataset {folder.resolve().name!r}, "
                          "and records are filed by name; rename the folder")
-    return _FOLDERS.setdefault(folder.resolve(), FolderSource(folder))
+    if folder.resolve() not in _FOLDERS:  # one source per folder: it keeps the validated contents
+        _FOLDERS[folder.resolve()] = FolderSource(folder)
+    return _FOLDERS[folder.resolve()]
 
 
 def dataset_name(reference: str) -> str:
