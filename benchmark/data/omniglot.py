@@ -1,5 +1,6 @@
 """``omniglot``: 50 alphabets as 50 tasks, each character a class (Lake, Salakhutdinov & Tenenbaum,
-Science 2015), as in Yang & Hospedales (ICLR 2017), Table 1. 1623 characters x 20 drawings, 105 x 105.
+Science 2015), as in Table 1 of Yang & Hospedales (the June 2016 draft, arXiv 1606.04038v1).
+1623 characters x 20 drawings, 105 x 105.
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@ is on the scale of its trace norms. That does not make one lambda mean the same 
 the flattenings of one tensor differ widely in norm and gradient (SPEC.md section 1), so lambda is
 searched per method. ``per_flattening=true`` multiplies each layer's term by its N instead: lambda
 is then a weight per flattening, lambda * sum_j ||W_j||_*, which is how Yang & Hospedales (ICLR
-2017) set "gamma = 0.01 for every flattening" (their Omniglot protocol).
+2017) set "gamma = 0.01 for every flattening" (their Omniglot protocol). The data loss is the sum
+over tasks of each task's mean cross-entropy (:meth:`MultiTaskModule.objective`), so a lambda here
+is T times weaker than the same number under a loss averaged over T tasks; the paper does not
+state its normalisation (its demo code averages the norms over layers and flattenings).
 """
 
 from __future__ import annotations
