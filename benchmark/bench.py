@@ -44,13 +44,16 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .bench_loop import bench_loop, bench_profile, loop_summary
+
+if TYPE_CHECKING:
+    from .sweep.plan import SweepPlan
 
 NORM_SHAPES: dict[str, tuple[int, ...]] = {
     "office31 fc7 hidden H=128": (4096, 128, 3),
@@ -413,10 +416,11 @@ def bench_trained(data_dir: Path, repeats: int, settings: tuple[tuple[int, int],
 def bench_cost(runs_dir: Path = Path("results/runs"), sweeps_dir: Path | None = None,
                progress: Callable[[str], None] = print) -> pd.DataFrame:
     """Run time summed per dataset, input, protocol version, train ratio and job, from the records;
-    for the current protocol also the runs its plan has in all and the hours they will take,
-    projected from each method's mean run time so far (:func:`projected_hours`)."""
+    for the current protocol also every ratio and job of the dataset's plan (run yet or not), the
+    runs it has and the hours they will take (:func:`projected_hours`)."""
     from .board.tables import table_variant
     from .records import FINAL, SEARCH, STATES, read_records
+    from .sweep.plan import SweepPlan
 
     records = read_records(runs_dir, jobs=(SEARCH, FINAL), states=STATES).runs
     rows = [{"dataset": r.dataset, "features": r.features, "protocol": table_variant(r) or "current",
@@ -429,41 +433,66 @@ def bench_cost(runs_dir: Path = Path("results/runs"), sweeps_dir: Path | None = 
     keys = ["dataset", "features", "protocol", "train_ratio", "job"]
     table = (runs.groupby(keys).agg(runs=("wall_time_s", "size"), cpu_hours=("wall_time_s", lambda t: t.sum() / 3600))
              .reset_index())
-    projections = [projected_hours(group, *key, sweeps_dir) if key[2] == "current" else (math.nan, math.nan, "")
-                   for key, group in runs.groupby(keys)]
-    table["planned_runs"], table["projected_cpu_hours"], table["methods_measured"] = zip(*projections)
+    planned = []
+    for (dataset, features), current in runs[runs["protocol"] == "current"].groupby(["dataset", "features"]):
+        try:
+            plan = SweepPlan.load(dataset, sweeps_dir)
+        except (ValueError, OSError) as error:  # a folder dataset that is not here, a plan that no longer loads
+            progress(f"cost  {dataset}: no projection, its plan does not load ({error})")
+            continue
+        for train_ratio in plan.train_ratios:
+            for job in (SEARCH, FINAL):
+                n_runs, hours, basis = projected_hours(current, plan, train_ratio, job)
+                planned.append({"dataset": dataset, "features": features, "protocol": "current",
+                                "train_ratio": train_ratio, "job": job, "planned_runs": n_runs,
+                                "projected_cpu_hours": hours, "projection_basis": basis})
+    if planned:
+        table = table.merge(pd.DataFrame(planned), on=keys, how="outer").sort_values(keys, ignore_index=True)
+        table["runs"] = table["runs"].fillna(0).astype(int)
+        table["cpu_hours"] = table["cpu_hours"].fillna(0.0)
     for _, row in table.iterrows():
-        planned = "" if math.isnan(row["planned_runs"]) else (
-            f" of {row['planned_runs']:.0f} planned, {row['projected_cpu_hours']:.1f} h projected "
-            f"({row['methods_measured']} methods measured)")
+        projection = "" if pd.isna(row.get("planned_runs", math.nan)) else (
+            f" of {row['planned_runs']:.0f} planned, {row['projected_cpu_hours']:.1f} h projected ({row['projection_basis']})")
         progress(f"cost  {row['dataset']} {row['features']} {row['protocol']} r{row['train_ratio']:g} {row['job']}: "
-                 f"{row['runs']} runs, {row['cpu_hours']:.1f} h{planned}")
+                 f"{row['runs']} runs, {row['cpu_hours']:.1f} h{projection}")
     return table
 
 
-def projected_hours(runs: pd.DataFrame, dataset: str, features: str, protocol: str, train_ratio: float, job: str,
-                    sweeps_dir: Path | None = None) -> tuple[float, float, str]:
-    """(runs the dataset's plan has for this ratio and job, their projected CPU-hours, "k/n"
-    methods with a run so far). Each measured method's mean run time times its planned runs; a
-    method not yet run counts at the mean of the measured methods' means (so the projection
-    firms up as methods finish: the GTTN family's runs cost more than STL's)."""
-    from .records import SEARCH
-    from .sweep.plan import SweepPlan
+def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job: str) -> tuple[float, float, str]:
+    """(runs ``plan`` has at this ratio and job, their projected CPU-hours, the projection's basis).
 
-    try:
-        plan = SweepPlan.load(dataset, sweeps_dir)
-    except (ValueError, OSError):  # a folder dataset that is not here, a plan that no longer loads
-        return math.nan, math.nan, ""
+    ``runs``: one input's records of the current protocol (method, train_ratio, job, wall_time_s,
+    equal_methods). A method's run time at a ratio is its mean there, over search and final runs
+    alike (the same training, another seed); at a ratio it has not run yet, its mean at the largest
+    ratio it has run, scaled by the ratio of the two train ratios (an epoch is a pass over the
+    largest task, so its steps grow with the train ratio; the penalty's cost per step does not
+    change); a method with no run at all counts at the mean of the others (the GTTN family's runs
+    cost more than STL's, so the projection firms up as methods finish).
+    """
+    from .records import SEARCH
+
     equal = {m for methods in runs["equal_methods"] for m in methods}
     methods = [m for m in plan.methods if m not in equal]
     per_method = plan.trials * len(plan.search_seeds_at(train_ratio)) if job == SEARCH else len(plan.final_seeds)
-    mean_s = runs.groupby("method")["wall_time_s"].mean()
-    measured = [m for m in methods if m in mean_s.index]
-    if not measured:
-        return float(per_method * len(methods)), math.nan, f"0/{len(methods)}"
-    fallback = float(mean_s[measured].mean())
-    seconds = sum(per_method * float(mean_s.get(m, fallback)) for m in methods)
-    return float(per_method * len(methods)), seconds / 3600, f"{len(measured)}/{len(methods)}"
+    seconds: dict[str, float] = {}
+    measured = scaled = 0
+    for method in methods:
+        own = runs[runs["method"] == method]
+        if own.empty:
+            continue
+        here = own[own["train_ratio"] == train_ratio]
+        if not here.empty:
+            seconds[method], measured = float(here["wall_time_s"].mean()), measured + 1
+        else:
+            largest = float(own["train_ratio"].max())
+            seconds[method] = float(own.loc[own["train_ratio"] == largest, "wall_time_s"].mean()) * train_ratio / largest
+            scaled += 1
+    if not seconds:
+        return float(per_method * len(methods)), math.nan, f"0/{len(methods)} methods run"
+    fallback = sum(seconds.values()) / len(seconds)
+    total = sum(per_method * seconds.get(m, fallback) for m in methods)
+    basis = f"{measured}/{len(methods)} methods measured here" + (f", {scaled} scaled from another ratio" if scaled else "")
+    return float(per_method * len(methods)), total / 3600, basis
 
 
 SELECTION_GRID = {"lam": (1e-4, 1e-3, 1e-2, 1e-1, 1.0), "hidden": (128, 256, 512, 1024)}
@@ -672,12 +701,14 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                                           ("train ratio", "train_ratio", "g"), ("job", "job", ""), ("runs", "runs", "d"),
                                           ("hours of run time", "cpu_hours", ".1f"), ("runs planned", "planned_runs", ".0f"),
                                           ("hours projected", "projected_cpu_hours", ".1f"),
-                                          ("methods measured", "methods_measured", "")]),
+                                          ("projected from", "projection_basis", "")]),
                   "", "A run's time is its process's wall time with one thread per worker; records written before "
                   "the workers split the cores (Office-Caltech ratio 0.1) ran beside other sweeps and overstate it. "
-                  "For the current protocol, the plan's runs and the hours they take, projected from each method's "
-                  "mean run time so far (a method not yet run at the measured methods' mean): the current code's "
-                  "time to leaderboard, firmer as more methods finish. Ablation records are left out.", ""]
+                  "For the current protocol, every ratio and job of the plan, run yet or not: its runs and the hours "
+                  "they take, projected from each method's mean run time at that ratio, or at another ratio scaled "
+                  "by the train ratio (steps per epoch grow with it), or, for a method not yet run, the others' mean: "
+                  "the current code's time to leaderboard, firmer as more methods finish. Ablation records are left "
+                  "out.", ""]
     lines += loop_summary(tables.get("loop"), tables.get("profile"))
     selection = tables.get("selection")
     if selection is not None and not selection.empty:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from benchmark.bench import bench_batching, bench_norms, selection_summary, summary_markdown
 from benchmark.cli import main
@@ -80,6 +81,7 @@ def test_time_to_leaderboard_is_projected_from_each_methods_mean_run_time(tmp_pa
     import yaml
 
     from benchmark.bench import projected_hours
+    from benchmark.sweep.plan import SweepPlan
 
     plans = tmp_path / "plans"
     plans.mkdir()
@@ -87,12 +89,43 @@ def test_time_to_leaderboard_is_projected_from_each_methods_mean_run_time(tmp_pa
         "methods": "stl,tucker,gttn_a", "trials": 4, "search_seeds": [0], "final_seeds": [1, 2],
         "search_seeds_by_ratio": {0.1: [0, 6, 7]}, "search": {"lam": {"low": 1e-3, "high": 1.0, "log": True}},
         "protocol": {"train_ratio": [0.1, 0.5]}}))
-    runs = pd.DataFrame([{"method": "stl", "wall_time_s": 8.0, "equal_methods": ()},
-                         {"method": "stl", "wall_time_s": 12.0, "equal_methods": ()},
-                         {"method": "tucker", "wall_time_s": 30.0, "equal_methods": ()}])
+    plan = SweepPlan.load("synthetic", plans)
+
+    def run(method: str, ratio: float, seconds: float) -> dict:
+        return {"method": method, "train_ratio": ratio, "job": "sweep", "wall_time_s": seconds, "equal_methods": ()}
+
+    runs = pd.DataFrame([run("stl", 0.5, 8.0), run("stl", 0.5, 12.0), run("tucker", 0.5, 30.0), run("tucker", 0.1, 2.0)])
     # gttn_a has no run yet: it counts at the mean of stl's 10 s and tucker's 30 s.
-    assert projected_hours(runs, "synthetic", "", "current", 0.5, "sweep", plans) == (12.0, 4 * (10 + 30 + 20) / 3600, "2/3")
-    assert projected_hours(runs, "synthetic", "", "current", 0.1, "sweep", plans)[0] == 3 * 4 * 3  # three search splits
-    assert projected_hours(runs, "synthetic", "", "current", 0.5, "final", plans)[:2] == (6.0, 2 * 60 / 3600)
-    runs.loc[2, "equal_methods"] = ("gttn_a",)  # gttn_a equals tucker here: never run, never planned
-    assert projected_hours(runs, "synthetic", "", "current", 0.5, "sweep", plans) == (8.0, 4 * 40 / 3600, "2/2")
+    assert projected_hours(runs, plan, 0.5, "sweep") == (12.0, 4 * (10 + 30 + 20) / 3600, "2/3 methods measured here")
+    assert projected_hours(runs, plan, 0.5, "final")[:2] == (6.0, 2 * 60 / 3600)
+    # At 0.1 (three search splits) tucker has its own 2 s; stl's 10 s at 0.5 scales to 2 s; gttn_a at their mean.
+    assert projected_hours(runs, plan, 0.1, "sweep") == (36.0, 12 * (2 + 2 + 2) / 3600,
+                                                        "1/3 methods measured here, 1 scaled from another ratio")
+    runs["equal_methods"] = [(), (), ("gttn_a",), ()]  # gttn_a equals tucker here: never run, never planned
+    assert projected_hours(runs, plan, 0.5, "sweep") == (8.0, 4 * 40 / 3600, "2/2 methods measured here")
+
+
+def test_cost_lists_every_ratio_of_the_plan_run_yet_or_not(tmp_path: Path) -> None:
+    """A board half run: the ratios without a record yet are still in the cost table, projected."""
+    import yaml
+
+    from benchmark.bench import bench_cost
+    from test_leaderboard import make_record, write
+
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "default.yaml").write_text(yaml.safe_dump({
+        "methods": "stl,tucker", "trials": 2, "search_seeds": [0], "final_seeds": [1, 2, 3],
+        "search": {"lam": {"low": 1e-3, "high": 1.0, "log": True}}, "protocol": {"train_ratio": [0.1, 0.3]}}))
+    runs = tmp_path / "runs"
+    for method, seconds in (("stl", 36.0), ("tucker", 72.0)):
+        for trial in range(2):
+            write(runs, "w", make_record(method, 0, {"a": 0.3}, ratio=0.1, job="sweep", lam=0.01 * (trial + 1))
+                  | {"wall_time_s": seconds})
+    table = bench_cost(runs, plans, progress=lambda line: None).set_index(["train_ratio", "job"])
+    assert table.loc[(0.1, "sweep"), "runs"] == 4
+    assert table.loc[(0.1, "sweep"), "cpu_hours"] == pytest.approx(2 * (36 + 72) / 3600)
+    assert table.loc[(0.1, "final"), "projected_cpu_hours"] == pytest.approx(3 * (36 + 72) / 3600)
+    assert table.loc[(0.3, "sweep"), "runs"] == 0
+    assert table.loc[(0.3, "sweep"), "projected_cpu_hours"] == pytest.approx(2 * 3 * (36 + 72) / 3600)
+    assert table.loc[(0.3, "final"), "projection_basis"] == "0/2 methods measured here, 2 scaled from another ratio"
