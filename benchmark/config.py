@@ -11,7 +11,7 @@ from typing import Any
 
 DATA_DIR_VARIABLE = "BENCHMARK_DATA_DIR"
 
-LAYERINGS = ("all", "head", "paper")
+LAYERINGS = ("all", "head", "paper", "other")
 # What one epoch is (a budget in epochs means a different amount of training in each code):
 # "largest_task" (this suite): enough steps for the largest task's training part to be seen once;
 # "all_samples" (the GTTN paper's code): all tasks' training samples / (batch per task x tasks),
@@ -50,8 +50,9 @@ class TrainConfig:
     samples_per_class: int = 2  # batch per task = samples_per_class x classes of the widest task
     class_balanced: bool = True
     # "all": hidden and heads stacked and regularised; "head": hidden shared (Frobenius), heads
-    # stacked; "paper": the method's paper's layering, resolved to one of the two before a run
-    # (benchmark.methods.resolve_config: the record and the study hold the one that ran).
+    # stacked; "paper": the method's paper's layering, "other": the other one (an ablation), each
+    # resolved to "all" or "head" before a run (benchmark.methods.resolve_config: the record and
+    # the study hold the one that ran).
     layers: str = "paper"
     # Lazy regularisation: the coupling term only every k-th step, weighted k (an approximation;
     # 1 = every step, exact). Saves the trace norms' cost on the other steps.

@@ -64,6 +64,16 @@ def test_method_parameters_are_checked_against_their_declaration_before_any_comp
         resolve_config(tiny_config("stl", method_params={"axis": 1}))
 
 
+def test_layers_other_runs_each_family_under_the_other_papers_layering() -> None:
+    assert resolve_config(tiny_config("tucker", layers="paper")).layers == "all"
+    assert resolve_config(tiny_config("tucker", layers="other")).layers == "head"
+    assert resolve_config(tiny_config("gttn_a", layers="other")).layers == "all"
+    assert resolve_config(tiny_config("gttn_meta", layers="other")).layers == "all"
+    # STL with a shared hidden layer would be hard sharing: refused, naming the methods that have one.
+    with pytest.raises(ValueError, match=r"stl has no other layering.*methods that have one: gttn_a, .*, tucker$"):
+        resolve_config(tiny_config("stl", layers="other"))
+
+
 def test_a_method_runs_with_its_declared_defaults_and_given_values() -> None:
     module, _ = built_module(tiny_config("gttn_meta", method_params={"outer_every": 3}))
     assert module.settings == {"holdout": 0.3, "outer_lr": 0.04, "outer_every": 3, "bound": 10.0}

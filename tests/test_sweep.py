@@ -709,6 +709,10 @@ def test_methods_with_the_same_penalty_on_every_tensor_are_decided_from_the_flat
     assert every_layer.with_coincidences(mlp).equal_to == {"tr": "tucker", "gttn_a": "tucker"}
     # A 5-way tensor: TR's circular unfoldings, Tucker's modes and GTTN's 15 bipartitions differ.
     assert every_layer.with_coincidences(pool5_like).equal_to == {}
+    # Each family under the other's layering (the ablation): GTTN-a on every layer, Tucker on the heads only.
+    coupled = methods.removeprefix("stl,dmtl,")
+    other = load_plan(write_plan(tmp_path / "o", protocol={**TINY_PLAN["protocol"], "layers": "other"}), methods=coupled)
+    assert other.with_coincidences(mlp).equal_to == {"tr": "tucker"}
     # A method parameter that makes LAF-i the task-axis flattening makes it LAF.
     axis = load_plan(write_plan(tmp_path / "c", method_params={"laf_i": {"axis": -1}}), methods="laf,laf_i")
     assert axis.with_coincidences(mlp).equal_to == {"laf_i": "laf"}

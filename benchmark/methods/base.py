@@ -51,6 +51,9 @@ TNRDMTL = Paper("Yang & Hospedales, Trace Norm Regularised Deep Multi-Task Learn
 GTTN = Paper("Zhang, Zhang & Wang, Multi-Task Learning via Generalized Tensor Trace Norm, KDD 2021", "head")
 
 
+OTHER_LAYERING = {"all": "head", "head": "all"}  # each family's ablation: the other paper's layering
+
+
 class DivergedError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
@@ -94,11 +97,17 @@ def method_class(name: str) -> type[MultiTaskModule]:
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """``config`` as its method runs it: ``layers="paper"`` replaced by the layering of the method's
-    paper, its method parameters checked against the method's declaration (a parameter it does not
-    take, of the wrong type or out of range fails here, before any compute, naming the valid ones)."""
+    paper and ``layers="other"`` by the other one (the ablation of each family), its method
+    parameters checked against the method's declaration (a parameter it does not take, of the
+    wrong type or out of range fails here, before any compute, naming the valid ones)."""
     method = method_class(config.method)
     method.resolve_parameters(config.method_params)
-    return dataclasses.replace(config, layers=method.paper.layers) if config.layers == "paper" else config
+    if config.layers == "other" and not method.other_layering:
+        raise ValueError(f"{config.method} has no other layering (layers=other is the ablation of a coupled method; "
+                         f"both papers run {config.method} alike); methods that have one: "
+                         f"{', '.join(m for m in method_names() if method_class(m).other_layering)}")
+    resolved = {"paper": method.paper.layers, "other": OTHER_LAYERING[method.paper.layers]}
+    return dataclasses.replace(config, layers=resolved[config.layers]) if config.layers in resolved else config
 
 
 def task_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -124,6 +133,9 @@ class MultiTaskModule(L.LightningModule):
 
     name: str
     paper: Paper = TNRDMTL  # whose protocol the method runs under by default (STL and DMTL: both papers')
+    # Its paper's layering has an alternative (``layers=other``); not for STL and DMTL, which both
+    # papers run alike and which a shared hidden layer would turn into another model.
+    other_layering: bool = True
     shares_hidden: bool = False  # hard sharing of the hidden layers (DMTL)
     # Trains on batches of a further part of the data besides its training batches: the
     # validation part where the split has one, else ``holdout_ratio`` of train (GTTN meta).

@@ -10,6 +10,8 @@ from .base import MultiTaskModule, register
 class FrobeniusMethod(MultiTaskModule):
     """lambda x sum over the shareable layers of ||W||_F^2 (stacked here, shared in the base class)."""
 
+    other_layering = False
+
     def coupling(self) -> torch.Tensor:
         return sum((layer.weight.pow(2).sum() for layer in self.stacked_layers()), torch.zeros((), device=self.device))
 
