@@ -225,8 +225,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
     if not args.runs.is_dir():
         print(f"mtlbench leaderboard: no run records at {args.runs} (run `make sweep` first)", file=sys.stderr)
         return 2
+    if args.main_runs is not None and not args.main_runs.is_dir():
+        print(f"mtlbench leaderboard: --main-runs {args.main_runs} is not a folder of records", file=sys.stderr)
+        return 2
     written, notices = build_leaderboard(args.runs, args.out, jobs=_comma_list(args.jobs), plots=not args.no_plots,
-                                         reference_dir=args.reference)
+                                         reference_dir=args.reference, main_runs_dir=args.main_runs)
     for notice in notices:
         print(f"mtlbench leaderboard: {notice}", file=sys.stderr)
     if not written:
@@ -410,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a budget in optimiser steps instead of --max-epochs (rounded up to whole epochs)")
     train.add_argument("--layers", choices=list(LAYERINGS),
                        help="all: stack and regularise hidden and heads; head: share the hidden layer (Frobenius) and "
-                       "regularise the stacked heads; paper (default): the method's paper's layering")
+                       "regularise the stacked heads; paper (default): the method's paper's layering; other: the other one "
+                       "(an ablation)")
     train.add_argument("--penalty-every", type=_at_least(1),
                        help="lazy regularisation: the coupling term every k-th step, weighted k (default 1: exact)")
     train.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -481,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--no-plots", action="store_true", help="tables only")
     board.add_argument("--reference", type=Path, default=Path("results/reference"),
                        help="published results and method notes shown beside the records (default results/reference)")
+    board.add_argument("--main-runs", type=Path,
+                       help="the main board's records (results/runs) for a plan variant's --runs: each row is paired "
+                       "with the same method there (vs_main_* columns), and a layering ablation gets its STL and DMTL")
     board.set_defaults(handler=_leaderboard)
 
     curves = commands.add_parser("curves", help="validation accuracy per epoch of every run, one figure per dataset")

@@ -218,6 +218,36 @@ def test_protocols_and_layerings_are_never_mixed_in_one_table(tmp_path: Path) ->
     assert sorted(tables["synthetic_protocol1.csv"].index) == ["gttn_a", "stl"]
 
 
+def test_a_variant_is_paired_with_the_main_board_and_an_ablation_gets_its_baselines(tmp_path: Path) -> None:
+    """A layering ablation in its own folder: each method against its own paper's layering on the
+    same splits, and against the main board's STL and DMTL; a variant of an older board says so."""
+    main, variant = tmp_path / "runs", tmp_path / "variant"
+    for seed, (stl, dmtl, tucker, ablated) in enumerate(((0.30, 0.25, 0.20, 0.22), (0.32, 0.26, 0.21, 0.24),
+                                                        (0.34, 0.30, 0.22, 0.23)), start=1):
+        write(main, "m", make_record("stl", seed, {"a": stl}))
+        write(main, "m", make_record("dmtl", seed, {"a": dmtl}))
+        write(main, "m", make_record("tucker", seed, {"a": tucker}))
+        write(variant, "m", make_record("tucker", seed, {"a": ablated}, layers="head", paper_layering=False))
+    build_leaderboard(variant, tmp_path / "board", plots=False, main_runs_dir=main)
+    table = pd.read_csv(tmp_path / "board" / "synthetic_ablation.csv").set_index("method")
+    assert sorted(table.index) == ["dmtl", "stl", "tucker"]
+    assert table.loc["stl", "note"].startswith("the main board's run")
+    # tucker on the heads minus tucker on every layer: +2, +3, +1 points; mean 2, sd 1, t(2) = 4.303.
+    assert float(table.loc["tucker", "vs_main_pts"]) == exactly(2.0)
+    assert table.loc["tucker", "vs_main_ci95"] == "-0.48..+4.48" and table.loc["tucker", "beats_main"] == "0/3"
+    assert float(table.loc["tucker", "vs_stl_pts"]) == exactly(-9.0) and table.loc["tucker", "beats_dmtl"] == "3/3"
+    # The main board alone has no vs_main columns; a variant of a board of an earlier protocol is paired, and says so.
+    assert "vs_main_pts" not in pd.read_csv(build_leaderboard(main, tmp_path / "main", plots=False)[0][0]).columns
+    old = tmp_path / "old"
+    write(old, "m", make_record("stl", 1, {"a": 0.40}, protocol_version=None))
+    write(old, "m", make_record("stl", 2, {"a": 0.41}, protocol_version=None))
+    write(tmp_path / "stl_variant", "m", make_record("stl", 1, {"a": 0.42}))
+    write(tmp_path / "stl_variant", "m", make_record("stl", 2, {"a": 0.44}))
+    _, notices = build_leaderboard(tmp_path / "stl_variant", tmp_path / "board2", plots=False, main_runs_dir=old)
+    assert "synthetic: paired with the main board's protocol1 records" in " ".join(notices)
+    assert float(pd.read_csv(tmp_path / "board2" / "synthetic.csv").loc[0, "vs_main_pts"]) == exactly(2.5)
+
+
 def test_equal_methods_are_listed_once_and_a_choice_at_the_edge_is_flagged(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     space = {"lam": {"low": 1e-4, "high": 10.0, "log": True}, "hidden": {"choices": [128, 256, 512, 1024]}}

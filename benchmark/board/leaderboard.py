@@ -11,12 +11,14 @@ from .tables import REFERENCE_DIR, Reference, method_rows, summary_markdown, sum
 
 
 def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINAL,), plots: bool = True,
-                      reference_dir: Path = REFERENCE_DIR) -> tuple[list[Path], list[str]]:
+                      reference_dir: Path = REFERENCE_DIR, main_runs_dir: Path | None = None) -> tuple[list[Path], list[str]]:
     """Write every CSV (and plot) of the leaderboard; return the files written and the notices
-    (broken or duplicate records skipped, configurations superseded)."""
+    (broken or duplicate records skipped, configurations superseded). ``main_runs_dir``: the main
+    board's records, which a plan variant's tables are paired with (:func:`method_rows`)."""
     records = read_records(runs_dir, jobs)
     reference = Reference.read(reference_dir)
-    tables, chosen_runs, notices = method_rows(records.runs, reference)
+    main_runs = read_records(main_runs_dir, jobs).runs if main_runs_dir is not None else []
+    tables, chosen_runs, notices = method_rows(records.runs, reference, main_runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, table in sorted(tables.items()):

@@ -117,9 +117,13 @@ def at_edge(record: RunRecord) -> str:
     return ", ".join(search_edges(record.search_space or {}, record.config))
 
 
-def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference()
-                ) -> tuple[dict[TableKey, pd.DataFrame], dict[TableKey, list[RunRecord]], list[str]]:
-    """Per table: one row per train ratio and method, the runs behind the rows, notices."""
+BASELINES = ("stl", "dmtl")  # the reference rows every table is paired against; no layering of their own
+
+
+def _raw_rows(runs: Sequence[RunRecord], reference: Reference
+              ) -> tuple[dict[TableKey, list[dict[str, Any]]], dict[TableKey, list[RunRecord]], list[str]]:
+    """Per table: one unranked row per train ratio and method (with its errors by seed), the runs
+    behind the rows, notices."""
     groups: dict[tuple[str, str, str, float, str], list[RunRecord]] = defaultdict(list)
     for run in runs:
         groups[(*table_key(run), run.train_ratio, run.method)].append(run)
@@ -159,6 +163,58 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference()
         for same in sorted({m for r in chosen for m in r.equal_methods}):
             rows[key].append({"dataset": dataset, "features": features, "train_ratio": ratio, "method": same,
                               "note": f"= {method}"})
+    return rows, chosen_runs, notices
+
+
+def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]], variant: str) -> None:
+    """Pair a plan variant's or ablation's rows with the main board's (the same dataset, input and
+    splits): each row keeps the main board's errors of its method (``vs_main_*`` columns), and an
+    ablation table without STL or DMTL gets theirs, so it is paired against the same baselines."""
+    by_method = {(r["train_ratio"], r["method"]): r for r in main if "_errors_by_seed" in r}
+    for row in rows:
+        counterpart = by_method.get((row["train_ratio"], row["method"]))
+        if counterpart is not None and "_errors_by_seed" in row:
+            row["_main_errors_by_seed"] = counterpart["_errors_by_seed"]
+    if variant != "ablation":
+        return
+    ratios = {r["train_ratio"] for r in rows}
+    present = {(r["train_ratio"], r["method"]) for r in rows}
+    for (ratio, method), counterpart in sorted(by_method.items()):
+        if method in BASELINES and ratio in ratios and (ratio, method) not in present:
+            rows.append({**counterpart, "note": "the main board's run (no layering of its own)"})
+
+
+def _main_table(main_rows: dict[TableKey, list[dict[str, Any]]], dataset: str, features: str) -> TableKey | None:
+    """The main board's table a variant is paired with: the current protocol's under the papers'
+    layerings, else the latest earlier protocol's (a plan variant run after the protocol changed,
+    on a board not yet rerun: the pairing says so)."""
+    if (dataset, features, "") in main_rows:
+        return dataset, features, ""
+    earlier = [key for key in main_rows if key[:2] == (dataset, features) and key[2].startswith("protocol")]
+    return max(earlier, key=lambda key: int(key[2].removeprefix("protocol")), default=None)
+
+
+def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), main_runs: Sequence[RunRecord] = ()
+                ) -> tuple[dict[TableKey, pd.DataFrame], dict[TableKey, list[RunRecord]], list[str]]:
+    """Per table: one row per train ratio and method, the runs behind the rows, notices.
+
+    ``main_runs``: the main board's records, for the tables of a plan variant or an ablation read
+    from another folder: each of their rows is paired with the same method's row there (the
+    ``vs_main_*`` columns), and an ablation table gets the main board's STL and DMTL rows.
+    """
+    rows, chosen_runs, notices = _raw_rows(runs, reference)
+    if main_runs:
+        main_rows, _, _ = _raw_rows(main_runs, reference)
+        for (dataset, features, variant), table_rows in rows.items():
+            main_key = _main_table(main_rows, dataset, features)
+            if main_key is None:
+                notices.append(f"{table_name(dataset, features, variant)}: the main board has no table of {dataset} "
+                               f"{features}: nothing to pair with")
+                continue
+            if main_key[2]:
+                notices.append(f"{table_name(dataset, features, variant)}: paired with the main board's {main_key[2]} "
+                               "records (it has no table of the current protocol yet)")
+            _pair_with_main(table_rows, main_rows[main_key], variant)
     return {key: _rank(pd.DataFrame(value)) for key, value in rows.items()}, dict(chosen_runs), notices
 
 
@@ -224,28 +280,45 @@ def _lead(table: pd.DataFrame) -> None:
         table.at[best, "lead_clear"] = bool(interval is not None and interval[2] < 0)
 
 
+def _against_main(table: pd.DataFrame) -> None:
+    """Columns ``vs_main_pts``, ``vs_main_ci95`` and ``beats_main``: each row against the same
+    method on the main board, paired by split (a plan variant's or a layering's effect)."""
+    main = table["_main_errors_by_seed"] if "_main_errors_by_seed" in table else pd.Series([None] * len(table), index=table.index)
+    pairs = [(errors, reference) if isinstance(errors, dict) and isinstance(reference, dict) else None
+             for errors, reference in zip(table["_errors_by_seed"], main)]
+    intervals = [None if pair is None else paired_interval(*pair) for pair in pairs]
+    table["vs_main_pts"] = [math.nan if i is None else i[0] for i in intervals]
+    table["vs_main_ci95"] = [_interval_text(i) for i in intervals]
+    table["beats_main"] = ["" if pair is None else _wins(*pair) for pair in pairs]
+
+
 def _rank(table: pd.DataFrame) -> pd.DataFrame:
     """Rank 1 = lowest mean test error within a train ratio; change against STL in percent; the
     paired difference against STL and against DMTL with its 95% interval and the splits won;
-    whether the best's lead over the runner-up is clear. Rows of methods equal to another
-    ("= m") have no numbers and no rank."""
+    whether the best's lead over the runner-up is clear; in a table paired with the main board,
+    the same against each method's main-board row. Rows of methods equal to another ("= m") have
+    no numbers and no rank."""
+    table = table.reset_index(drop=True)
     table["rank"] = table.groupby("train_ratio")["test_err_mean"].rank(method="min").astype("Int64")
     stl = table[table["method"] == "stl"].set_index("train_ratio")
     reference = table["train_ratio"].map(stl["test_err_mean"])
     table["vs_stl_pct"] = (100 * (table["test_err_mean"] - reference) / reference).round(DIGITS - 2)
-    _against(table, "stl")
-    _against(table, "dmtl")
+    for baseline in BASELINES:
+        _against(table, baseline)
     _lead(table)
+    _against_main(table)
     first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
              "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "vs_stl_pts", "vs_stl_ci95", "beats_stl",
-             "vs_dmtl_pts", "vs_dmtl_ci95", "beats_dmtl", "lead_ci95", "lead_clear", "val_err_mean",
-             "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
+             "vs_dmtl_pts", "vs_dmtl_ci95", "beats_dmtl", "lead_ci95", "lead_clear", "vs_main_pts", "vs_main_ci95",
+             "beats_main", "val_err_mean", "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
     tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
     ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
     if ordered["paper_test_err_mean"].isna().all():
         ordered = ordered.drop(columns=["paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"])
     if ordered["steps"].isna().all():  # records written before runs counted their steps
         ordered = ordered.drop(columns=["steps"])
+    if ordered["vs_main_ci95"].eq("").all():  # the main board itself, or a variant with nothing to pair
+        ordered = ordered.drop(columns=["vs_main_pts", "vs_main_ci95", "beats_main"])
     return ordered.reset_index(drop=True)
 
 
