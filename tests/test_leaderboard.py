@@ -228,7 +228,8 @@ def test_a_variant_is_paired_with_the_main_board_and_an_ablation_gets_its_baseli
         write(main, "m", make_record("dmtl", seed, {"a": dmtl}))
         write(main, "m", make_record("tucker", seed, {"a": tucker}))
         write(variant, "m", make_record("tucker", seed, {"a": ablated}, layers="head", paper_layering=False))
-    build_leaderboard(variant, tmp_path / "board", plots=False, main_runs_dir=main)
+    written, _ = build_leaderboard(variant, tmp_path / "board", main_runs_dir=main)
+    assert tmp_path / "board" / "synthetic_ablation_vs_main.png" in written
     table = pd.read_csv(tmp_path / "board" / "synthetic_ablation.csv").set_index("method")
     assert sorted(table.index) == ["dmtl", "stl", "tucker"]
     assert table.loc["stl", "note"].startswith("the main board's run")

@@ -85,6 +85,29 @@ def _vs_stl(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | 
     return figure
 
 
+def _vs_main(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
+    """A plan variant's or ablation's effect: each method's paired difference to the same method on
+    the main board, in points, with its 95% interval (a bar crossing 0 is no effect shown)."""
+    if "vs_main_ci95" not in table:
+        return None
+    paired = table[table["vs_main_ci95"].fillna("").str.contains("..", regex=False)]
+    if paired.empty:
+        return None
+    bounds = paired["vs_main_ci95"].str.split("..", regex=False, expand=True).astype(float)
+    labels = [f"{m}  r{r:g}  ({won})" for m, r, won in zip(paired["method"], paired["train_ratio"], paired["beats_main"])]
+    centre = paired["vs_main_pts"].astype(float).to_numpy()
+    figure, axes = plt.subplots(figsize=(6.4, 1.0 + 0.45 * len(paired)))
+    positions = range(len(paired))
+    axes.errorbar(centre, positions, xerr=[centre - bounds[0].to_numpy(), bounds[1].to_numpy() - centre],
+                  fmt="o", color="tab:blue", capsize=3)
+    axes.axvline(0.0, color="grey", linewidth=1)
+    axes.set_yticks(list(positions), labels)
+    axes.invert_yaxis()
+    axes.set(xlabel="test error minus the main board's, points (95% interval over shared splits)",
+             title=f"{name}: against the main board (splits won in brackets)")
+    return figure
+
+
 def _lambda(name: str, table: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure | None:
     if trials.empty:
         return None
@@ -186,6 +209,7 @@ def _frames(runs: list[RunRecord], trials: list[RunRecord]) -> dict[str, pd.Data
 PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figure | None]]] = {
     "errors": ("runs", _errors),
     "vs_stl": ("runs", _vs_stl),
+    "vs_main": ("runs", _vs_main),
     "lambda": ("trials", _lambda),
     "gttn_weights": ("weights", _gttn_weights),
     "sharing": ("sharing", _sharing),
