@@ -458,6 +458,16 @@ def bench_cost(runs_dir: Path = Path("results/runs"), sweeps_dir: Path | None = 
     return table
 
 
+def board_totals(cost: pd.DataFrame) -> list[str]:
+    """One line per board of the current protocol: its hours run so far and projected in all."""
+    if "projected_cpu_hours" not in cost:
+        return []
+    current = cost[cost["protocol"] == "current"]
+    return [f"- {dataset} {features or '(default input)'}: {part['cpu_hours'].sum():.1f} CPU-hours run, "
+            f"{part['projected_cpu_hours'].sum():.1f} projected for the whole board"
+            for (dataset, features), part in current.groupby(["dataset", "features"])]
+
+
 def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job: str) -> tuple[float, float, str]:
     """(runs ``plan`` has at this ratio and job, their projected CPU-hours, the projection's basis).
 
@@ -708,7 +718,7 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                   "they take, projected from each method's mean run time at that ratio, or at another ratio scaled "
                   "by the train ratio (steps per epoch grow with it), or, for a method not yet run, the others' mean: "
                   "the current code's time to leaderboard, firmer as more methods finish. Ablation records are left "
-                  "out.", ""]
+                  "out.", "", *board_totals(cost), ""]
     lines += loop_summary(tables.get("loop"), tables.get("profile"))
     selection = tables.get("selection")
     if selection is not None and not selection.empty:

@@ -109,7 +109,7 @@ def test_cost_lists_every_ratio_of_the_plan_run_yet_or_not(tmp_path: Path) -> No
     """A board half run: the ratios without a record yet are still in the cost table, projected."""
     import yaml
 
-    from benchmark.bench import bench_cost
+    from benchmark.bench import bench_cost, board_totals
     from test_leaderboard import make_record, write
 
     plans = tmp_path / "plans"
@@ -129,3 +129,5 @@ def test_cost_lists_every_ratio_of_the_plan_run_yet_or_not(tmp_path: Path) -> No
     assert table.loc[(0.3, "sweep"), "runs"] == 0
     assert table.loc[(0.3, "sweep"), "projected_cpu_hours"] == pytest.approx(2 * 3 * (36 + 72) / 3600)
     assert table.loc[(0.3, "final"), "projection_basis"] == "0/2 methods measured here, 2 scaled from another ratio"
+    # run: 2 x 108 s; projected: 0.1 sweep 216 s + final 324 s, 0.3 sweep 648 s + final 972 s
+    assert board_totals(table.reset_index()) == ["- synthetic (default input): 0.1 CPU-hours run, 0.6 projected for the whole board"]
