@@ -106,25 +106,39 @@ class Worker:
         self.features = dataset_source(self.plan.dataset).features_label(self.plan.protocol.get("dataset_params", {}))
 
     def run(self) -> None:
-        """Search every method first (so workers spread over them), then the finals.
+        """One train ratio after the other: search every method at that ratio (so workers spread
+        over them), then its finals, so a sweep cut off after a ratio has left that ratio's whole
+        table (a board takes many CPU-hours; the first ratio's table comes after a fraction of them).
 
-        A study other workers are still busy with is left for later; the worker waits only when
-        every remaining study is blocked, and exits when all are done.
+        A study other workers are still busy with is left for later: the worker goes on to the
+        next ratio and comes back; it waits only when every remaining study is blocked, and exits
+        when all are done.
         """
-        for studies in self.studies:
-            while self._step_search(studies) == "ran":
-                pass
-        pending = list(self.studies)
+        pending: list[MethodStudies] = []
+        for train_ratio in self.plan.train_ratios:
+            at_ratio = [s for s in self.studies if s.train_ratio == train_ratio]
+            for studies in at_ratio:
+                while self._step_search(studies) == "ran":
+                    pass
+            pending += self._settle(at_ratio, wait=False)
+        self._settle(pending, wait=True)
+
+    def _settle(self, pending: list[MethodStudies], wait: bool) -> list[MethodStudies]:
+        """Run these studies' remaining trials (searches re-queued, then finals) until all are done
+        or, unless ``wait``, every one left is blocked by trials other workers run; return those."""
         last_notice = 0.0
         while pending:
             states = {id(s): self._step(s) for s in pending}
             pending = [s for s in pending if states[id(s)] != "done"]
             if pending and "ran" not in states.values():
+                if not wait:
+                    return pending
                 if time.monotonic() - last_notice > 60:
                     names = ", ".join(s.method for s in pending)
                     self.report(f"[w{self.index}] waiting for trials other workers are running ({names})")
                     last_notice = time.monotonic()
                 time.sleep(2)
+        return []
 
     # Each step runs at most one trial and returns "ran", "blocked" (others are busy) or "done".
     def _step_search(self, studies: MethodStudies) -> str:
