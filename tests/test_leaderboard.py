@@ -245,8 +245,14 @@ def test_a_variant_is_paired_with_the_main_board_and_an_ablation_gets_its_baseli
     write(tmp_path / "stl_variant", "m", make_record("stl", 1, {"a": 0.42}))
     write(tmp_path / "stl_variant", "m", make_record("stl", 2, {"a": 0.44}))
     _, notices = build_leaderboard(tmp_path / "stl_variant", tmp_path / "board2", plots=False, main_runs_dir=old)
-    assert "synthetic: paired with the main board's protocol1 records" in " ".join(notices)
+    assert "synthetic: paired with the main board's protocol1 records (it has no table of this protocol)" in notices
     assert float(pd.read_csv(tmp_path / "board2" / "synthetic.csv").loc[0, "vs_main_pts"]) == exactly(2.5)
+    # A variant of the same earlier protocol is paired with it silently.
+    write(tmp_path / "old_variant", "m", make_record("stl", 1, {"a": 0.43}, protocol_version=None))
+    write(tmp_path / "old_variant", "m", make_record("stl", 2, {"a": 0.45}, protocol_version=None))
+    _, notices = build_leaderboard(tmp_path / "old_variant", tmp_path / "board3", plots=False, main_runs_dir=old)
+    assert notices == []
+    assert float(pd.read_csv(tmp_path / "board3" / "synthetic_protocol1.csv").loc[0, "vs_main_pts"]) == exactly(3.5)
 
 
 def test_equal_methods_are_listed_once_and_a_choice_at_the_edge_is_flagged(tmp_path: Path) -> None:

@@ -184,12 +184,14 @@ def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]], vari
             rows.append({**counterpart, "note": "the main board's run (no layering of its own)"})
 
 
-def _main_table(main_rows: dict[TableKey, list[dict[str, Any]]], dataset: str, features: str) -> TableKey | None:
-    """The main board's table a variant is paired with: the current protocol's under the papers'
-    layerings, else the latest earlier protocol's (a plan variant run after the protocol changed,
-    on a board not yet rerun: the pairing says so)."""
-    if (dataset, features, "") in main_rows:
-        return dataset, features, ""
+def _main_table(main_rows: dict[TableKey, list[dict[str, Any]]], key: TableKey) -> TableKey | None:
+    """The main board's table a variant's table ``key`` is paired with: the one of the same
+    protocol under the papers' layerings, else the latest earlier protocol's (a plan variant run
+    after the protocol changed, on a board not yet rerun: the pairing says so)."""
+    dataset, features, variant = key
+    same = (dataset, features, variant if variant.startswith("protocol") else "")
+    if same in main_rows:
+        return same
     earlier = [key for key in main_rows if key[:2] == (dataset, features) and key[2].startswith("protocol")]
     return max(earlier, key=lambda key: int(key[2].removeprefix("protocol")), default=None)
 
@@ -205,16 +207,15 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), m
     rows, chosen_runs, notices = _raw_rows(runs, reference)
     if main_runs:
         main_rows, _, _ = _raw_rows(main_runs, reference)
-        for (dataset, features, variant), table_rows in rows.items():
-            main_key = _main_table(main_rows, dataset, features)
+        for key, table_rows in rows.items():
+            main_key = _main_table(main_rows, key)
             if main_key is None:
-                notices.append(f"{table_name(dataset, features, variant)}: the main board has no table of {dataset} "
-                               f"{features}: nothing to pair with")
+                notices.append(f"{table_name(*key)}: the main board has no table of {key[0]} {key[1]}: nothing to pair with")
                 continue
-            if main_key[2]:
-                notices.append(f"{table_name(dataset, features, variant)}: paired with the main board's {main_key[2]} "
-                               "records (it has no table of the current protocol yet)")
-            _pair_with_main(table_rows, main_rows[main_key], variant)
+            if main_key[2] != (key[2] if key[2].startswith("protocol") else ""):
+                notices.append(f"{table_name(*key)}: paired with the main board's {main_key[2]} records (it has no "
+                               "table of this protocol)")
+            _pair_with_main(table_rows, main_rows[main_key], key[2])
     return {key: _rank(pd.DataFrame(value)) for key, value in rows.items()}, dict(chosen_runs), notices
 
 
