@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="published results and method notes shown beside the records (default results/reference)")
     board.add_argument("--main-runs", type=Path,
                        help="the main board's records (results/runs) for a plan variant's --runs: each row is paired "
-                       "with the same method there (vs_main_* columns), and a layering ablation gets its STL and DMTL")
+                       "with the same method there (vs_main_* columns), and a variant without STL or DMTL gets theirs")
     board.set_defaults(handler=_leaderboard)
 
     curves = commands.add_parser("curves", help="validation accuracy per epoch of every run, one figure per dataset")

@@ -166,22 +166,21 @@ def _raw_rows(runs: Sequence[RunRecord], reference: Reference
     return rows, chosen_runs, notices
 
 
-def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]], variant: str) -> None:
+def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> None:
     """Pair a plan variant's or ablation's rows with the main board's (the same dataset, input and
-    splits): each row keeps the main board's errors of its method (``vs_main_*`` columns), and an
-    ablation table without STL or DMTL gets theirs, so it is paired against the same baselines."""
+    splits): each row keeps the main board's errors of its method (``vs_main_*`` columns), and a
+    table without STL or DMTL (a variant that did not rerun them) gets the main board's rows, so
+    it is paired against the same baselines."""
     by_method = {(r["train_ratio"], r["method"]): r for r in main if "_errors_by_seed" in r}
     for row in rows:
         counterpart = by_method.get((row["train_ratio"], row["method"]))
         if counterpart is not None and "_errors_by_seed" in row:
             row["_main_errors_by_seed"] = counterpart["_errors_by_seed"]
-    if variant != "ablation":
-        return
     ratios = {r["train_ratio"] for r in rows}
     present = {(r["train_ratio"], r["method"]) for r in rows}
     for (ratio, method), counterpart in sorted(by_method.items()):
         if method in BASELINES and ratio in ratios and (ratio, method) not in present:
-            rows.append({**counterpart, "note": "the main board's run (no layering of its own)"})
+            rows.append({**counterpart, "note": "the main board's run"})
 
 
 def _main_table(main_rows: dict[TableKey, list[dict[str, Any]]], key: TableKey) -> TableKey | None:
@@ -202,7 +201,7 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), m
 
     ``main_runs``: the main board's records, for the tables of a plan variant or an ablation read
     from another folder: each of their rows is paired with the same method's row there (the
-    ``vs_main_*`` columns), and an ablation table gets the main board's STL and DMTL rows.
+    ``vs_main_*`` columns), and a table without STL or DMTL gets the main board's rows of them.
     """
     rows, chosen_runs, notices = _raw_rows(runs, reference)
     if main_runs:
@@ -215,7 +214,7 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), m
             if main_key[2] != (key[2] if key[2].startswith("protocol") else ""):
                 notices.append(f"{table_name(*key)}: paired with the main board's {main_key[2]} records (it has no "
                                "table of this protocol)")
-            _pair_with_main(table_rows, main_rows[main_key], key[2])
+            _pair_with_main(table_rows, main_rows[main_key])
     return {key: _rank(pd.DataFrame(value)) for key, value in rows.items()}, dict(chosen_runs), notices
 
 
