@@ -504,9 +504,10 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.3)
 
 
-@pytest.mark.slow
-def test_sweep_killed_mid_trial_continues_without_losing_or_repeating_trials(tmp_path: Path) -> None:
-    # Long enough trials (a few seconds) that the kill lands inside one.
+def _sweep_stopped_mid_trial(tmp_path: Path, stop: signal.Signals) -> tuple[SweepPlan, str, subprocess.Popen, float]:
+    """A one-worker sweep of STL, sent ``stop`` while it trains its second trial; the plan, the
+    storage URL, the process and the seconds it took to exit."""
+    # Long enough trials (a few seconds) that the signal lands inside one.
     plan_dir = write_plan(tmp_path / "plans", trials=3, methods="stl",
                           protocol={**TINY_PLAN["protocol"], "max_epochs": 150})
     plan = load_plan(plan_dir)
@@ -515,7 +516,7 @@ def test_sweep_killed_mid_trial_continues_without_losing_or_repeating_trials(tmp
 
     def one_done_one_running() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"the sweep ended before it could be killed:\n{process.stdout.read()}")
+            raise AssertionError(f"the sweep ended before it could be stopped:\n{process.stdout.read()}")
         try:
             study = optuna.load_study(study_name=plan.study_name("stl", 0.5), storage=url)
         except Exception:  # the storage or the study is still being created
@@ -526,8 +527,36 @@ def test_sweep_killed_mid_trial_continues_without_losing_or_repeating_trials(tmp
         return sum(t.state == TrialState.COMPLETE for t in trials) >= 1 and bool(running)
 
     _wait_for(one_done_one_running, 300, "a finished trial and a running one")
-    process.send_signal(signal.SIGKILL)  # no handler runs: the running trial is left RUNNING
-    process.wait()
+    time.sleep(1.0)  # inside Lightning's fit, whose own SIGTERM handler is installed then
+    sent = time.monotonic()
+    process.send_signal(stop)
+    process.wait(timeout=120)
+    return plan, url, process, time.monotonic() - sent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_sweep_stopped_mid_trial_queues_its_trial_again_and_exits(tmp_path: Path, stop: signal.Signals) -> None:
+    # The signal lands inside Lightning's fit, where Lightning's SIGTERM handler runs before ours:
+    # the worker must still exit promptly, with the trial re-queued and nothing left RUNNING.
+    plan, url, process, seconds = _sweep_stopped_mid_trial(tmp_path, stop)
+    output = process.stdout.read()
+    assert process.returncode == 130, output
+    assert seconds < 30, f"the worker took {seconds:.0f} s to stop:\n{output}"
+    assert "run the same command to continue" in output
+    trials = studies_of(plan, url)[0].search_study().get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    (stopped,) = [t for t in trials if t.state == TrialState.FAIL]
+    (queued,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert queued.user_attrs["retry_of"] == stopped.number
+    assert queued.system_attrs["fixed_params"] == stopped.params  # the same point, run again
+
+
+@pytest.mark.slow
+def test_sweep_killed_mid_trial_continues_without_losing_or_repeating_trials(tmp_path: Path) -> None:
+    # SIGKILL: no handler runs, so the running trial is left RUNNING for the next start to re-queue.
+    plan, url, process, _ = _sweep_stopped_mid_trial(tmp_path, signal.SIGKILL)
+    plan_dir = tmp_path / "plans"
     before = {t.number: (t.state, t.params, t.value) for t in studies_of(plan, url)[0].search_study().get_trials()}
     completed_before = {n: v for n, v in before.items() if v[0] == TrialState.COMPLETE}
     killed = [n for n, v in before.items() if v[0] == TrialState.RUNNING]
