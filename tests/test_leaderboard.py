@@ -255,6 +255,25 @@ def test_a_variant_is_paired_with_the_main_board_and_an_ablation_gets_its_baseli
     assert float(pd.read_csv(tmp_path / "board3" / "synthetic_protocol1.csv").loc[0, "vs_main_pts"]) == exactly(3.5)
 
 
+def test_a_variant_that_reruns_stl_alone_is_the_main_board_against_its_stl(tmp_path: Path) -> None:
+    """A variant that reruns only STL (a wider hidden range, say): every other method comes in with
+    its main-board row, noted, and is paired against the variant's STL, not the main board's."""
+    main, variant = tmp_path / "runs", tmp_path / "variant"
+    for seed, (stl, wider_stl, tucker) in enumerate(((0.30, 0.25, 0.26), (0.32, 0.27, 0.29), (0.34, 0.28, 0.30)), start=1):
+        write(main, "m", make_record("stl", seed, {"a": stl}))
+        write(main, "m", make_record("tucker", seed, {"a": tucker}))
+        write(variant, "m", make_record("stl", seed, {"a": wider_stl}, hidden=2048))
+    written, _ = build_leaderboard(variant, tmp_path / "board", main_runs_dir=main, plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv").set_index("method")
+    assert sorted(table.index) == ["stl", "tucker"]
+    assert table.loc["tucker", "note"] == "the main board's run" and pd.isna(table.loc["stl", "note"])
+    # tucker minus the variant's stl: +1, +2, +2 points (against the main board's stl it would be -4).
+    assert float(table.loc["tucker", "vs_stl_pts"]) == exactly(1.6667) and table.loc["tucker", "beats_stl"] == "0/3"
+    assert table.loc["stl", "rank"] == 1
+    # The variant's stl against the main board's: -5, -5, -6 points.
+    assert float(table.loc["stl", "vs_main_pts"]) == exactly(-5.3333) and table.loc["stl", "beats_main"] == "3/3"
+
+
 def test_equal_methods_are_listed_once_and_a_choice_at_the_edge_is_flagged(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     space = {"lam": {"low": 1e-4, "high": 10.0, "log": True}, "hidden": {"choices": [128, 256, 512, 1024]}}

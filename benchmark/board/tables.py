@@ -168,9 +168,11 @@ def _raw_rows(runs: Sequence[RunRecord], reference: Reference
 
 def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> None:
     """Pair a plan variant's or ablation's rows with the main board's (the same dataset, input and
-    splits): each row keeps the main board's errors of its method (``vs_main_*`` columns), and a
-    table without STL or DMTL (a variant that did not rerun them) gets the main board's rows, so
-    it is paired against the same baselines."""
+    splits): each row keeps the main board's errors of its method (``vs_main_*`` columns), and
+    every method the variant did not rerun at its ratios comes in with the main board's row, so
+    the table is the main board with the variant's runs in place of its own: STL and DMTL to pair
+    against, and every other method ranked and compared against the variant's STL (a stronger
+    STL changes every ``vs_stl``)."""
     by_method = {(r["train_ratio"], r["method"]): r for r in main if "_errors_by_seed" in r}
     for row in rows:
         counterpart = by_method.get((row["train_ratio"], row["method"]))
@@ -178,9 +180,10 @@ def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> N
             row["_main_errors_by_seed"] = counterpart["_errors_by_seed"]
     ratios = {r["train_ratio"] for r in rows}
     present = {(r["train_ratio"], r["method"]) for r in rows}
-    for (ratio, method), counterpart in sorted(by_method.items()):
-        if method in BASELINES and ratio in ratios and (ratio, method) not in present:
-            rows.append({**counterpart, "note": "the main board's run"})
+    for counterpart in sorted(main, key=lambda r: (r["train_ratio"], r["method"])):
+        if counterpart["train_ratio"] in ratios and (counterpart["train_ratio"], counterpart["method"]) not in present:
+            note = counterpart.get("note")
+            rows.append({**counterpart, "note": f"{note}; the main board's run" if note else "the main board's run"})
 
 
 def _main_table(main_rows: dict[TableKey, list[dict[str, Any]]], key: TableKey) -> TableKey | None:
@@ -201,7 +204,7 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), m
 
     ``main_runs``: the main board's records, for the tables of a plan variant or an ablation read
     from another folder: each of their rows is paired with the same method's row there (the
-    ``vs_main_*`` columns), and a table without STL or DMTL gets the main board's rows of them.
+    ``vs_main_*`` columns), and every method it did not rerun gets the main board's row.
     """
     rows, chosen_runs, notices = _raw_rows(runs, reference)
     if main_runs:
