@@ -296,7 +296,7 @@ def test_figures_show_the_methods_display_names() -> None:
     """The figures said laf_i and gttn_max where the README says LAF-i and GTTN-max."""
     import matplotlib.pyplot as plt
 
-    from benchmark.board.plots import _errors, display_names
+    from benchmark.board.plots import _errors, _vs_main, display_names
     from benchmark.board.tables import Reference
 
     names = Reference.read(Path(__file__).resolve().parents[1] / "results" / "reference").names
@@ -309,3 +309,11 @@ def test_figures_show_the_methods_display_names() -> None:
     shown = {label.get_text() for axes in figure.axes for label in axes.get_yticklabels()}
     plt.close(figure)
     assert shown == {"GTTN-var", "STL", "LAF-i"}
+    # A label that starts with the id: a variant's method, ratio and splits won.
+    table = table.assign(vs_main_pts=[-1.0, 0.5, 0.0], vs_main_ci95=["-2.00..+0.00", "-1.00..+2.00", "-1.00..+1.00"],
+                         beats_main=["3/5", "2/5", "1/5"])
+    figure = _vs_main("synthetic_wider", table, runs)
+    display_names(figure, names)
+    shown = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    plt.close(figure)
+    assert shown == ["GTTN-var  r0.5  (3/5)", "STL  r0.5  (2/5)", "LAF-i  r0.5  (1/5)"]

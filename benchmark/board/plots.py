@@ -217,6 +217,12 @@ PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figu
 }
 
 
+def _displayed(label: str, names: dict[str, str]) -> str:
+    """``label`` with the method id it is, or starts with (``gttn_a  r0.1  (3/5)``), as its display name."""
+    head, space, rest = label.partition(" ")
+    return names[label] if label in names else f"{names[head]}{space}{rest}" if head in names else label
+
+
 def display_names(figure: plt.Figure, names: dict[str, str]) -> None:
     """Every method id the figure shows (tick labels, facet titles, legends) as its display name:
     ``GTTN-a`` for ``gttn_a``. The drawing code works on the ids the tables hold."""
@@ -226,8 +232,9 @@ def display_names(figure: plt.Figure, names: dict[str, str]) -> None:
     for axes in figure.axes:
         for axis in (axes.xaxis, axes.yaxis):
             labels = [label.get_text() for label in axis.get_ticklabels()]
-            if any(label in names for label in labels):
-                axis.set_ticks(axis.get_ticklocs(), [names.get(label, label) for label in labels])
+            shown = [_displayed(label, names) for label in labels]
+            if shown != labels:
+                axis.set_ticks(axis.get_ticklocs(), shown)
     for text in figure.findobj(matplotlib.text.Text):
         if text.get_text() in names:
             text.set_text(names[text.get_text()])
