@@ -198,6 +198,11 @@ def test_paired_intervals_against_stl_and_dmtl_and_a_clear_winner_in_bold(tmp_pa
     assert table.loc["tucker", "lead_ci95"] == "vs dmtl -6.28..-4.92" and table.loc["tucker", "lead_clear"] == "True"
     markdown = (tmp_path / "board" / "summary.md").read_text()
     assert "| 27.60 (1.82) | 32.00 (1.58) | **22.00 (1.58)** | tucker (vs dmtl -6.28..-4.92 pts) |" in markdown
+    # The table's own markdown: display names, each difference with its interval, the verdict.
+    board = (tmp_path / "board" / "synthetic.md").read_text()
+    assert "| 1 | Tucker | all | 22.00 (1.58) | -10.00 (-10.00..-10.00) | 5/5 | -5.60 (-6.28..-4.92) | 5/5 | 0.1 | 32 |" in board
+    assert "| 2 | DMTL | all | 27.60 (1.82) | -4.40 (-5.08..-3.72) | 5/5 |  |  | 0.1 | 32 |" in board
+    assert "Best: **Tucker**, its lead over DMTL clear (-6.28..-4.92 points, 95% interval)." in board
 
 
 def test_protocols_and_layerings_are_never_mixed_in_one_table(tmp_path: Path) -> None:
@@ -290,6 +295,11 @@ def test_equal_methods_are_listed_once_and_a_choice_at_the_edge_is_flagged(tmp_p
     assert pd.isna(table.loc["tr", "test_err_mean"]) and pd.isna(table.loc["tr", "rank"])
     assert sorted(table["rank"].dropna().astype(int)) == [1, 2]
     assert "= tucker" in (tmp_path / "board" / "summary.md").read_text()
+    board = (tmp_path / "board" / "synthetic.md").read_text()
+    assert "| 1 | Tucker | all | 20.00 |  | 1/1 |  |  | 0.00011 (low edge) | 1024 (high edge) |  |" in board
+    assert "| | TR | | = Tucker |" in board
+    # One split: no interval, so neither a clear lead nor a tie.
+    assert "Best mean: Tucker; no interval against the runner-up (fewer than two splits in common)." in board
 
 
 def test_figures_show_the_methods_display_names() -> None:

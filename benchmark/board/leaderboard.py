@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..records import FINAL, SEARCH, read_records
 from .plots import draw_plots, draw_validation_curves
-from .tables import REFERENCE_DIR, Reference, method_rows, summary_markdown, summary_table, table_name, write_csv
+from .markdown import board_markdown, summary_markdown
+from .tables import REFERENCE_DIR, Reference, method_rows, summary_table, table_name, write_csv
 
 
 def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINAL,), plots: bool = True,
@@ -24,7 +25,9 @@ def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINA
     for key, table in sorted(tables.items()):
         path = out_dir / f"{table_name(*key)}.csv"
         write_csv(table, path)
-        written.append(path)
+        markdown = path.with_suffix(".md")
+        markdown.write_text(board_markdown(key, table, reference.names))
+        written += [path, markdown]
     if tables:
         write_csv(summary_table(tables), out_dir / "summary.csv")
         (out_dir / "summary.md").write_text(summary_markdown(tables))

@@ -339,34 +339,5 @@ def summary_table(tables: dict[TableKey, pd.DataFrame]) -> pd.DataFrame:
     return wide.reset_index().rename_axis(columns=None)
 
 
-def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
-    """Mean test error % (std) per dataset and method. The best of a row is in bold only where
-    its paired 95% interval against the runner-up excludes 0; otherwise the row says "tied"."""
-    methods = sorted({m for t in tables.values() for m in t["method"]})
-    lines = ["| dataset | train | " + " | ".join(methods) + " | best |", "|---|---|" + "---|" * (len(methods) + 1)]
-    for key, table in sorted(tables.items()):
-        for ratio, part in table.groupby("train_ratio", sort=True):
-            leader = part[part["rank"] == 1].sort_values("method").iloc[0] if (part["rank"] == 1).any() else None
-            clear = leader is not None and leader["lead_clear"] is not pd.NA and bool(leader["lead_clear"])
-            best = part["test_err_mean"].min() if clear else math.nan
-            cells = []
-            for method in methods:
-                row = part[part["method"] == method]
-                if row.empty:
-                    cells.append("")
-                    continue
-                mean, std = row["test_err_mean"].iloc[0], row["test_err_std"].iloc[0]
-                if math.isnan(mean):  # a method equal to another: "= tucker"
-                    cells.append(str(row["note"].iloc[0]))
-                    continue
-                text = f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ({100 * std:.2f})")
-                cells.append(f"**{text}**" if mean == best else text)
-            verdict = "" if leader is None else (
-                f"{leader['method']} ({leader['lead_ci95']} pts)" if clear
-                else f"tied ({leader['method']} {leader['lead_ci95']} pts)" if leader["lead_ci95"] else "tied")
-            lines.append(f"| {table_name(*key)} | {ratio:g} | " + " | ".join(cells) + f" | {verdict} |")
-    return "\n".join(lines) + "\n"
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False, float_format=f"%.{DIGITS}g", lineterminator="\n")
