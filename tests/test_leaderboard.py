@@ -135,11 +135,12 @@ def test_command_draws_the_plots_and_reports_broken_records(runs: Path, tmp_path
     assert main(["leaderboard", "--runs", str(runs), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "truncated.json" in captured.err and "22.00 (2.83) | tied (tucker vs gttn_var" in captured.out
-    for name in ("synthetic_errors", "synthetic_vs_stl", "synthetic_lambda", "synthetic_gttn_weights",
+    for name in ("synthetic_errors", "synthetic_vs_stl", "synthetic_vs_stl_ci", "synthetic_lambda", "synthetic_gttn_weights",
                  "synthetic_sharing", "omniglot_errors", "omniglot_vs_paper"):
         with Image.open(out / f"{name}.png") as image:
             assert image.width > 300 and image.height > 200
     assert not (out / "omniglot_vs_stl.png").exists()  # STL alone: nothing to compare
+    assert not (out / "omniglot_vs_stl_ci.png").exists()
     assert not (out / "synthetic_vs_paper.png").exists()  # no published figure to compare with
 
 
@@ -319,11 +320,31 @@ def test_figures_show_the_methods_display_names() -> None:
     shown = {label.get_text() for axes in figure.axes for label in axes.get_yticklabels()}
     plt.close(figure)
     assert shown == {"GTTN-var", "STL", "LAF-i"}
-    # A label that starts with the id: a variant's method, ratio and splits won.
+    # A label that starts with the id: a variant's method and ratio.
     table = table.assign(vs_main_pts=[-1.0, 0.5, 0.0], vs_main_ci95=["-2.00..+0.00", "-1.00..+2.00", "-1.00..+1.00"],
                          beats_main=["3/5", "2/5", "1/5"])
     figure = _vs_main("synthetic_wider", table, runs)
     display_names(figure, names)
     shown = [label.get_text() for label in figure.axes[0].get_yticklabels()]
     plt.close(figure)
-    assert shown == ["GTTN-var  r0.5  (3/5)", "STL  r0.5  (2/5)", "LAF-i  r0.5  (1/5)"]
+    assert shown == ["GTTN-var  r0.5", "STL  r0.5", "LAF-i  r0.5"]
+
+
+def test_the_interval_plot_colours_a_difference_only_where_its_interval_excludes_0() -> None:
+    """Blue: an interval wholly below 0 (fewer errors than STL); red: wholly above; grey: across 0."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from benchmark.board.plots import _vs_stl_intervals
+
+    table = pd.DataFrame({
+        "method": ["tucker", "laf", "prod", "stl"], "train_ratio": [0.3] * 4, "rank": [1, 2, 3, 4],
+        "vs_stl_pts": [-2.0, -0.5, 1.5, math.nan], "vs_stl_ci95": ["-3.00..-1.00", "-1.50..+0.50", "+0.50..+2.50", ""],
+        "beats_stl": ["5/5", "3/5", "0/5", ""]})
+    figure = _vs_stl_intervals("synthetic", table, pd.DataFrame())
+    axes = figure.axes[0]
+    markers = {round(line.get_ydata()[0]): to_hex(line.get_color()) for line in axes.lines if line.get_marker() == "o"}
+    assert markers == {0: to_hex("tab:blue"), 1: to_hex("grey"), 2: to_hex("tab:red")}
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["tucker", "laf", "prod"]  # STL is the reference, not a row
+    assert sorted(t.get_text() for t in axes.texts) == ["0/5", "3/5", "5/5"]
+    plt.close(figure)

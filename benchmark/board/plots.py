@@ -3,6 +3,8 @@
 Per dataset (and features): ``<name>_errors.png`` test error per method (dots: mean, whiskers:
 std over seeds; one panel per train ratio, the single-task mean dashed);
 ``<name>_vs_stl.png`` change of error against STL, methods x train ratios (blue: better);
+``<name>_vs_stl_ci.png`` the paired difference to STL in points with its 95% interval, a panel per
+train ratio; ``<name>_vs_main.png`` (a plan variant's tables) the same against the main board;
 ``<name>_lambda.png`` validation error of every completed sweep trial against lambda, one panel per
 method; ``<name>_gttn_weights.png``
 the learned flattening weights of the GTTN methods that learn them; ``<name>_sharing.png``
@@ -85,26 +87,65 @@ def _vs_stl(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | 
     return figure
 
 
+def _bounds(intervals: pd.Series) -> pd.DataFrame:
+    """"-5.54..-1.21" as two float columns, low and high."""
+    return intervals.str.split("..", regex=False, expand=True).astype(float).set_axis(["low", "high"], axis=1)
+
+
+def _forest(axes: plt.Axes, rows: pd.DataFrame, column: str, positions: list[int], wins: str) -> None:
+    """Paired differences in points (``<column>_pts``) with their 95% intervals (``<column>_ci95``)
+    at ``positions``: blue where the interval lies below 0 (fewer errors), red above, grey across
+    it (no difference shown); the splits won (column ``wins``) beside each interval."""
+    bounds = _bounds(rows[f"{column}_ci95"])
+    for position, centre, low, high, won in zip(positions, rows[f"{column}_pts"].astype(float), bounds["low"],
+                                                bounds["high"], rows[wins]):
+        colour = "tab:blue" if high < 0 else "tab:red" if low > 0 else "grey"
+        axes.errorbar([centre], [position], xerr=[[centre - low], [high - centre]], fmt="o", color=colour, capsize=3)
+        if isinstance(won, str) and won:
+            axes.annotate(won, (high, position), xytext=(6, 0), textcoords="offset points", va="center",
+                          fontsize="x-small", color="dimgrey")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+
+
+def _with_interval(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    return table[table[f"{column}_ci95"].fillna("").str.contains("..", regex=False)] if f"{column}_ci95" in table \
+        else table.iloc[0:0]
+
+
+def _vs_stl_intervals(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
+    """Each method's paired difference to STL in points with its 95% interval, a panel per train
+    ratio: the tables' claims ("below STL, interval excluding 0") as a picture."""
+    paired = _with_interval(table, "vs_stl")
+    if paired.empty:
+        return None
+    order = [m for m in _method_order(table) if m in set(paired["method"])]
+    ratios = sorted(paired["train_ratio"].unique())
+    figure, axes_row = plt.subplots(1, len(ratios), figsize=(1.0 + 3.6 * len(ratios), 1.2 + 0.36 * len(order)),
+                                    sharey=True, squeeze=False)
+    for axes, ratio in zip(axes_row[0], ratios):
+        part = paired[paired["train_ratio"] == ratio]
+        _forest(axes, part, "vs_stl", [order.index(m) for m in part["method"]], "beats_stl")
+        axes.set(title=f"train ratio {ratio:g}", xlabel="test error minus STL's, points")
+    axes_row[0][0].set_yticks(range(len(order)), order)
+    axes_row[0][0].set_ylim(len(order) - 0.5, -0.5)
+    figure.suptitle(f"{name}: against STL on the same splits (95% interval; splits won beside it)\n"
+                    "blue: fewer errors than STL, interval below 0; grey: the interval contains 0", y=1.02)
+    return figure
+
+
 def _vs_main(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
     """A plan variant's or ablation's effect: each method's paired difference to the same method on
     the main board, in points, with its 95% interval (a bar crossing 0 is no effect shown)."""
-    if "vs_main_ci95" not in table:
-        return None
-    paired = table[table["vs_main_ci95"].fillna("").str.contains("..", regex=False)]
+    paired = _with_interval(table, "vs_main")
     if paired.empty:
         return None
-    bounds = paired["vs_main_ci95"].str.split("..", regex=False, expand=True).astype(float)
-    labels = [f"{m}  r{r:g}  ({won})" for m, r, won in zip(paired["method"], paired["train_ratio"], paired["beats_main"])]
-    centre = paired["vs_main_pts"].astype(float).to_numpy()
+    labels = [f"{m}  r{r:g}" for m, r in zip(paired["method"], paired["train_ratio"])]
     figure, axes = plt.subplots(figsize=(6.4, 1.0 + 0.45 * len(paired)))
-    positions = range(len(paired))
-    axes.errorbar(centre, positions, xerr=[centre - bounds[0].to_numpy(), bounds[1].to_numpy() - centre],
-                  fmt="o", color="tab:blue", capsize=3)
-    axes.axvline(0.0, color="grey", linewidth=1)
-    axes.set_yticks(list(positions), labels)
+    _forest(axes, paired, "vs_main", list(range(len(paired))), "beats_main")
+    axes.set_yticks(range(len(paired)), labels)
     axes.invert_yaxis()
     axes.set(xlabel="test error minus the main board's, points (95% interval over shared splits)",
-             title=f"{name}: against the main board (splits won in brackets)")
+             title=f"{name}: against the main board (splits won beside each interval)")
     return figure
 
 
@@ -209,6 +250,7 @@ def _frames(runs: list[RunRecord], trials: list[RunRecord]) -> dict[str, pd.Data
 PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figure | None]]] = {
     "errors": ("runs", _errors),
     "vs_stl": ("runs", _vs_stl),
+    "vs_stl_ci": ("runs", _vs_stl_intervals),
     "vs_main": ("runs", _vs_main),
     "lambda": ("trials", _lambda),
     "gttn_weights": ("weights", _gttn_weights),
@@ -218,7 +260,7 @@ PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figu
 
 
 def _displayed(label: str, names: dict[str, str]) -> str:
-    """``label`` with the method id it is, or starts with (``gttn_a  r0.1  (3/5)``), as its display name."""
+    """``label`` with the method id it is, or starts with (``gttn_a  r0.1``), as its display name."""
     head, space, rest = label.partition(" ")
     return names[label] if label in names else f"{names[head]}{space}{rest}" if head in names else label
 
