@@ -472,14 +472,13 @@ def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job
     """(runs ``plan`` has at this ratio and job, their projected CPU-hours, the projection's basis).
 
     ``runs``: one input's records of the current protocol (method, train_ratio, job, wall_time_s,
-    equal_methods). A method's run time at a ratio is its mean there, over search and final runs
-    alike (the same training, another seed); at a ratio it has not run yet, its mean at the largest
-    ratio it has run, scaled by the ratio of the two train ratios (an epoch is a pass over the
-    largest task, so its steps grow with the train ratio; the penalty's cost per step does not
-    change); a method with no run at all counts at the mean of the others (the GTTN family's runs
-    cost more than STL's, so the projection firms up as methods finish).
+    equal_methods). A method's run time at a ratio: :func:`benchmark.sweep.cost.mean_run_seconds`
+    over its search and final runs alike (the same training, another seed), measured there or
+    scaled from another ratio; a method with no run at all counts at the mean of the others (the
+    GTTN family's runs cost more than STL's, so the projection firms up as methods finish).
     """
     from .records import SEARCH
+    from .sweep.cost import mean_run_seconds
 
     equal = {m for methods in runs["equal_methods"] for m in methods}
     methods = [m for m in plan.methods if m not in equal]
@@ -488,15 +487,11 @@ def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job
     measured = scaled = 0
     for method in methods:
         own = runs[runs["method"] == method]
-        if own.empty:
+        mean = mean_run_seconds(zip(own["train_ratio"].astype(float), own["wall_time_s"].astype(float)), train_ratio)
+        if mean is None:
             continue
-        here = own[own["train_ratio"] == train_ratio]
-        if not here.empty:
-            seconds[method], measured = float(here["wall_time_s"].mean()), measured + 1
-        else:
-            largest = float(own["train_ratio"].max())
-            seconds[method] = float(own.loc[own["train_ratio"] == largest, "wall_time_s"].mean()) * train_ratio / largest
-            scaled += 1
+        seconds[method] = mean[0]
+        measured, scaled = measured + mean[1], scaled + (not mean[1])
     if not seconds:
         return float(per_method * len(methods)), math.nan, f"0/{len(methods)} methods run"
     fallback = sum(seconds.values()) / len(seconds)

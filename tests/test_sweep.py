@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -234,6 +235,7 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     assert main(sweep_args(tmp_path, plan_dir)) == 0
     table = capsys.readouterr().out
     assert "stl" in table and "tucker" in table and "search ok/pruned/failed" in table
+    assert "time left: 6 runs; no recorded run of these methods to project their time from" in table
     plan = load_plan(plan_dir)
     url = f"sqlite:///{tmp_path}/optuna.db"
     first = {s.method: s.search_study().get_trials() for s in studies_of(plan, url)}
@@ -249,9 +251,13 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     # Run again: nothing is left to do, nothing is re-run.
     assert main(sweep_args(tmp_path, plan_dir)) == 0
     assert len(records(tmp_path / "runs", "sweep")) == 4 and len(records(tmp_path / "runs", "final")) == 2
+    assert "time left: none, every run is settled" in capsys.readouterr().out
 
-    # Ask for one more trial and one more final seed: the same studies continue.
+    # Ask for one more trial and one more final seed: the same studies continue, and the time
+    # they need is projected from the runs recorded so far (1 trial + 1 final run per method).
     assert main(sweep_args(tmp_path, plan_dir, "--trials", "3", "--final-seeds", "1,2")) == 0
+    assert re.search(r"time left: 4 runs, about [0-9.]+ CPU-hours \(about [0-9.]+ h with 1 worker\(s\)\), projected "
+                     "from the records' run times\n", capsys.readouterr().out)
     for studies in studies_of(load_plan(plan_dir), url):
         trials = studies.search_study().get_trials()
         assert [t.number for t in trials] == [0, 1, 2]
@@ -263,6 +269,17 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     assert len({(r["study"], r["trial"]) for r in sweep_records}) == 6  # each trial once
     final = records(tmp_path / "runs", "final")[0]
     assert final["config"]["seed"] in (1, 2) and final["selection"] == "best_val_acc_mean, ties to the later epoch"
+
+
+def test_a_run_time_is_measured_at_its_ratio_or_scaled_from_the_largest_one_run() -> None:
+    """An epoch passes over the largest task, so a run's steps grow with the train ratio."""
+    from benchmark.sweep.cost import mean_run_seconds
+
+    runs = [(0.5, 100.0), (0.5, 200.0), (0.3, 10.0)]
+    assert mean_run_seconds(runs, 0.5) == (150.0, True)
+    assert mean_run_seconds(runs, 0.3) == (10.0, True)
+    assert mean_run_seconds(runs, 0.1) == pytest.approx((30.0, False))  # 150 s x 0.1 / 0.5
+    assert mean_run_seconds([], 0.1) is None
 
 
 def _search_trials(plan: SweepPlan, url: str) -> dict[str, list[tuple]]:

@@ -25,8 +25,9 @@ import optuna
 from tqdm.auto import tqdm
 
 from ..data import dataset_source, read_split_file
-from ..records import ensure_writable
+from ..records import FINAL, SEARCH, STATES, RunRecord, ensure_writable, read_records
 from ..tracking import wandb_mode
+from .cost import time_left
 from .plan import SweepJob, SweepPlan, edges
 from .restore import restore_studies
 from .studies import (
@@ -42,6 +43,10 @@ from .launcher import JobResources, check_launcher, job_logs, submit_workers, wa
 from .worker import Interrupted, RecordNotWritten, interrupts_raised, run_worker
 
 
+# Where records go by default, relative to where the command runs: the main board's, and each plan variant's folder.
+MAIN_RECORDS, VARIANT_RECORDS = Path("results/runs"), Path("results/variants")
+
+
 def resolve_job(dataset: str, data_dir: Path, out: Path | None = None, storage: str | None = None,
                 sweeps_dir: Path | None = None, variant: str | None = None, methods: str | None = None,
                 trials: int | None = None, final_seeds: Sequence[int] | None = None,
@@ -51,7 +56,7 @@ def resolve_job(dataset: str, data_dir: Path, out: Path | None = None, storage: 
     writable, the data present and intact, and the methods that coincide on this dataset's network
     found. Raises ValueError, OSError or DataUnavailableError with what to fix."""
     # A variant's records stay apart: the leaderboard keeps one configuration per method and table.
-    out = out or (Path("results/variants") / f"{dataset}_{variant}" if variant else Path("results/runs"))
+    out = out or (VARIANT_RECORDS / f"{dataset}_{variant}" if variant else MAIN_RECORDS)
     protocol: dict[str, Any] = {"train_ratio": [float(r) for r in train_ratios]} if train_ratios else {}
     if features:
         protocol["dataset_params"] = {"features": features, **({"backbone": backbone} if backbone else {})}
@@ -266,6 +271,7 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
               f"from the records in {job.out_dir} where it lacks them): {type(error).__name__}: {error}", file=sys.stderr)
         return 2
     print(_announcement(job, workers, gpus))
+    print("  " + time_left(studies, _run_times(job)).describe(workers))
     code = 0
     with interrupts_raised(), progress_bar(plan.dataset_name, studies) as bar:
         try:
@@ -293,6 +299,14 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
     print("\n" + format_summary(summary_rows(studies)))
     print(f"\nfinal records: {job.out_dir}/{plan.dataset_name}/<method>/ (job: final); `make leaderboard` tabulates them")
     return code
+
+
+def _run_times(job: SweepJob) -> list[RunRecord]:
+    """The records whose run times project this sweep's: its own folder's and, for a plan variant
+    in its default folder, the main board's (the same methods run there, on the same machines)."""
+    variant = job.out_dir.parent == VARIANT_RECORDS
+    folders = dict.fromkeys(f for f in (job.out_dir, *([MAIN_RECORDS] if variant else [])) if f.is_dir())
+    return [run for folder in folders for run in read_records(folder, jobs=(SEARCH, FINAL), states=STATES).runs]
 
 
 def _run_jobs(job: SweepJob, launcher: str, workers: int, resources: JobResources, bar: tqdm,

@@ -1,0 +1,82 @@
+"""How long runs take, from the records' wall times: the time a sweep has left, announced when it
+starts, and the bench's time to leaderboard (:func:`benchmark.bench.bench_cost`).
+
+A record's ``wall_time_s`` is its process's time on one worker, so sums are CPU-hours of the
+machine that wrote the records (this suite's 2-core reference machine for the committed ones):
+a projection for another machine is only as good as that likeness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..records import RunRecord
+from .studies import MethodStudies
+
+
+def mean_run_seconds(times: Iterable[tuple[float, float]], train_ratio: float) -> tuple[float, bool] | None:
+    """A method's mean run time at ``train_ratio`` from its ``(train_ratio, seconds)`` runs, and
+    whether it was measured there (True) or scaled from the largest ratio it ran at (False); None
+    when it never ran. Scaled by the ratio of the train ratios: an epoch is a pass over the largest
+    task, so its steps grow with the train ratio, while the penalty's cost per step does not."""
+    times = list(times)
+    here = [seconds for ratio, seconds in times if ratio == train_ratio]
+    if here:
+        return sum(here) / len(here), True
+    if not times:
+        return None
+    largest = max(ratio for ratio, _ in times)
+    at_largest = [seconds for ratio, seconds in times if ratio == largest]
+    return sum(at_largest) / len(at_largest) * train_ratio / largest, False
+
+
+@dataclass(frozen=True)
+class TimeLeft:
+    """The runs a sweep has left and the CPU-hours they will take."""
+
+    runs: int
+    cpu_hours: float
+    measured: int  # studies whose method has recorded run times (at this ratio or scaled)
+    studies: int  # studies with runs left
+
+    def describe(self, workers: int) -> str:
+        if self.runs == 0:
+            return "time left: none, every run is settled"
+        if self.measured == 0:
+            return f"time left: {self.runs} runs; no recorded run of these methods to project their time from"
+        guessed = self.studies - self.measured
+        return (f"time left: {self.runs} runs, about {self.cpu_hours:.1f} CPU-hours (about "
+                f"{self.cpu_hours / max(workers, 1):.1f} h with {workers} worker(s)), projected from the records' run "
+                "times" + (f"; {guessed} of {self.studies} studies count at the others' mean" if guessed else ""))
+
+
+def _matching(records: Sequence[RunRecord], studies: MethodStudies) -> list[tuple[float, float]]:
+    """(train ratio, seconds) of the records of this study's method on the same input and layering:
+    those of this very study where it has any, else those of any plan (a variant, an older protocol)."""
+    config = studies.plan.config(studies.method, studies.train_ratio, seed=0)
+    same = [r for r in records if r.dataset == studies.plan.dataset_name and r.method == studies.method
+            and r.wall_time_s > 0 and r.config.get("layers") == config.layers
+            and dict(r.config.get("dataset_params") or {}) == dict(config.dataset_params)]
+    own = [r for r in same if (r.study or "").startswith(studies.search_name)]
+    return [(r.train_ratio, r.wall_time_s) for r in (own or same)]
+
+
+def time_left(all_studies: Sequence[MethodStudies], records: Sequence[RunRecord]) -> TimeLeft:
+    """The runs not yet settled in ``all_studies`` (a running one counts as left) and their
+    projected CPU-hours: each method's mean run time (:func:`mean_run_seconds`), a search position
+    costing one run per search split; a method with no recorded run counts at the others' mean."""
+    pending: list[tuple[int, float | None]] = []  # (runs left, seconds per run or None)
+    for studies in all_studies:
+        search, final = studies.progress()
+        n_seeds = len(studies.plan.final_seeds)
+        splits = len(studies.plan.search_seeds_at(studies.train_ratio))
+        left = max(search.budget - search.settled, 0) * splits + n_seeds - (min(final.settled, n_seeds) if final else 0)
+        if left:
+            mean = mean_run_seconds(_matching(records, studies), studies.train_ratio)
+            pending.append((left, None if mean is None else mean[0]))
+    known = [seconds for _, seconds in pending if seconds is not None]
+    fallback = sum(known) / len(known) if known else 0.0
+    seconds = sum(left * (fallback if s is None else s) for left, s in pending)
+    return TimeLeft(runs=sum(left for left, _ in pending), cpu_hours=seconds / 3600, measured=len(known),
+                    studies=len(pending))
