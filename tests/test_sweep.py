@@ -257,7 +257,7 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     # they need is projected from the runs recorded so far (1 trial + 1 final run per method).
     assert main(sweep_args(tmp_path, plan_dir, "--trials", "3", "--final-seeds", "1,2")) == 0
     assert re.search(r"time left: 4 runs, about [0-9.]+ CPU-hours \(about [0-9.]+ h with 1 worker\(s\)\), projected "
-                     "from the records' run times\n", capsys.readouterr().out)
+                     r"from the records' run times \(studies: 2 from their own runs\)\n", capsys.readouterr().out)
     for studies in studies_of(load_plan(plan_dir), url):
         trials = studies.search_study().get_trials()
         assert [t.number for t in trials] == [0, 1, 2]
@@ -273,13 +273,17 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
 
 def test_a_run_time_is_measured_at_its_ratio_or_scaled_from_the_largest_one_run() -> None:
     """An epoch passes over the largest task, so a run's steps grow with the train ratio."""
-    from benchmark.sweep.cost import mean_run_seconds
+    from benchmark.sweep.cost import TimeLeft, mean_run_seconds
 
     runs = [(0.5, 100.0), (0.5, 200.0), (0.3, 10.0)]
     assert mean_run_seconds(runs, 0.5) == (150.0, True)
     assert mean_run_seconds(runs, 0.3) == (10.0, True)
     assert mean_run_seconds(runs, 0.1) == pytest.approx((30.0, False))  # 150 s x 0.1 / 0.5
     assert mean_run_seconds([], 0.1) is None
+    # The announced line says what each study's time came from.
+    assert TimeLeft(runs=30, cpu_hours=3.0, own=1, other=2, guessed=3).describe(2) == (
+        "time left: 30 runs, about 3.0 CPU-hours (about 1.5 h with 2 worker(s)), projected from the records' run times "
+        "(studies: 1 from their own runs, 2 from the method's runs in other studies, 3 at the others' mean)")
 
 
 def _search_trials(plan: SweepPlan, url: str) -> dict[str, list[tuple]]:
