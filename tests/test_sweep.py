@@ -103,7 +103,7 @@ def test_a_plan_variant_changes_only_what_it_states(tmp_path: Path) -> None:
         SweepPlan.load("synthetic", plan_dir, variant="strong")
 
 
-def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch) -> None:
+def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch, capsys) -> None:
     """The leaderboard keeps one configuration per method: a variant's records get their own table."""
     plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=1)
     (plan_dir / "synthetic").mkdir()
@@ -118,6 +118,12 @@ def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch) ->
     job = resolve_job("synthetic", Path("datasets"), sweeps_dir=plan_dir, variant="wider")
     again = SweepJob.read(job.write(tmp_path / "job.json"))
     assert again == job and again.out_dir == Path("results/variants/synthetic_wider")
+    # A variant's first sweep has no run times of its own: it projects from the main board's.
+    (plan_dir / "synthetic" / "narrower.yaml").write_text(yaml.safe_dump({"search": {"hidden": [2]}}))
+    assert main(args[:-2]) == 0 and (tmp_path / "results" / "runs").is_dir()  # the main board
+    capsys.readouterr()
+    assert main([*args[:-2], "--plan", "narrower"]) == 0
+    assert "(studies: 1 from the method's runs in other studies)" in capsys.readouterr().out
 
 
 def test_the_resolved_plan_travels_to_workers_whole(tmp_path: Path) -> None:

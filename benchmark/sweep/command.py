@@ -305,8 +305,9 @@ def _run_times(job: SweepJob) -> list[RunRecord]:
     """The records whose run times project this sweep's: its own folder's and, for a plan variant
     in its default folder, the main board's (the same methods run there, on the same machines)."""
     variant = job.out_dir.parent == VARIANT_RECORDS
-    folders = dict.fromkeys(f for f in (job.out_dir, *([MAIN_RECORDS] if variant else [])) if f.is_dir())
-    return [run for folder in folders for run in read_records(folder, jobs=(SEARCH, FINAL), states=STATES).runs]
+    folders = dict.fromkeys(f / job.plan.dataset_name for f in (job.out_dir, *([MAIN_RECORDS] if variant else [])))
+    return [run for folder in folders if folder.is_dir()
+            for run in read_records(folder, jobs=(SEARCH, FINAL), states=STATES).runs]
 
 
 def _run_jobs(job: SweepJob, launcher: str, workers: int, resources: JobResources, bar: tqdm,
