@@ -776,13 +776,15 @@ def test_methods_with_the_same_penalty_on_every_tensor_are_decided_from_the_flat
     assert axis.with_coincidences(mlp).equal_to == {"laf_i": "laf"}
 
 
-def test_a_worker_finishes_one_train_ratio_searches_and_finals_before_the_next(tmp_path: Path) -> None:
-    """A sweep cut off after its first ratio has left that ratio's whole table."""
+def test_a_worker_finishes_a_method_then_a_train_ratio_before_the_next(tmp_path: Path) -> None:
+    """A sweep cut off after its first ratio has left that ratio's whole table; one cut off within
+    a ratio has the rows of the methods it finished (their finals run as soon as their search ends)."""
     plan_dir = write_plan(tmp_path / "plans", methods="stl,dmtl", protocol={**TINY_PLAN["protocol"], "train_ratio": [0.3, 0.5]})
     assert main(sweep_args(tmp_path, plan_dir)) == 0
     written = sorted((tmp_path / "runs").glob("*/*/*.json"), key=lambda p: p.stat().st_mtime_ns)
-    order = [(r["config"]["train_ratio"], r["job"]) for r in (json.loads(p.read_text()) for p in written)]
-    assert order == [(0.3, "sweep")] * 4 + [(0.3, "final")] * 2 + [(0.5, "sweep")] * 4 + [(0.5, "final")] * 2
+    order = [(r["config"]["train_ratio"], r["method"], r["job"]) for r in (json.loads(p.read_text()) for p in written)]
+    one_ratio = lambda ratio: [(ratio, method, job) for method in ("stl", "dmtl") for job in ("sweep", "sweep", "final")]
+    assert order == one_ratio(0.3) + one_ratio(0.5)
 
 
 def test_a_sweep_runs_one_of_two_equal_methods_and_lists_the_other(tmp_path: Path, capsys) -> None:

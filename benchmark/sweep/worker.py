@@ -106,19 +106,20 @@ class Worker:
         self.features = dataset_source(self.plan.dataset).features_label(self.plan.protocol.get("dataset_params", {}))
 
     def run(self) -> None:
-        """One train ratio after the other: search every method at that ratio (so workers spread
-        over them), then its finals, so a sweep cut off after a ratio has left that ratio's whole
-        table (a board takes many CPU-hours; the first ratio's table comes after a fraction of them).
+        """One train ratio after the other, and within it one method after the other: its search,
+        then at once its finals. A sweep cut off after a ratio has left that ratio's whole table,
+        and one cut off within a ratio the rows of the methods it finished (a board takes many
+        CPU-hours over several sessions; its rows come as they are done, not all at the end).
 
         A study other workers are still busy with is left for later: the worker goes on to the
-        next ratio and comes back; it waits only when every remaining study is blocked, and exits
-        when all are done.
+        next method or ratio and comes back; it waits only when every remaining study is blocked,
+        and exits when all are done.
         """
         pending: list[MethodStudies] = []
         for train_ratio in self.plan.train_ratios:
             at_ratio = [s for s in self.studies if s.train_ratio == train_ratio]
             for studies in at_ratio:
-                while self._step_search(studies) == "ran":
+                while self._step(studies) == "ran":
                     pass
             pending += self._settle(at_ratio, wait=False)
         self._settle(pending, wait=True)
