@@ -47,10 +47,10 @@ features: ## backbone features of a dataset's images, cached: DATASET= FEATURES=
 
 # Recipes with @: make would echo the sweep's line with its empty optional parts, and sync's with
 # every run folder; the commands say what they do themselves.
-sweep: ## Optuna sweep + final runs: DATASET=name|folder PLAN= FEATURES= BACKBONE= METHODS= TRIALS= RATIOS= WORKERS= GPUS= LAUNCHER= STORAGE= DATA_DIR=
+sweep: ## Optuna sweep + final runs: DATASET=name|folder PLAN= FEATURES= BACKBONE= METHODS= TRIALS= RATIOS= WORKERS= GPUS= LAUNCHER= STORAGE= DATA_DIR= (STATUS=1: where it stands, runs nothing)
 	@$(BIN)/mtlbench sweep --dataset $(DATASET) $(if $(PLAN),--plan $(PLAN)) $(if $(FEATURES),--features $(FEATURES)) $(if $(BACKBONE),--backbone $(BACKBONE)) $(if $(METHODS),--methods $(METHODS)) \
 		$(if $(TRIALS),--trials $(TRIALS)) $(if $(RATIOS),--train-ratio $(RATIOS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(GPUS),--gpus $(GPUS)) $(if $(LAUNCHER),--launcher $(LAUNCHER)) \
-		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+		$(if $(STORAGE),--storage $(STORAGE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(STATUS),--status)
 
 leaderboard: ## tables and plots in results/leaderboard/ from results/runs/; plan variants' apart; calibration curves
 	$(BIN)/mtlbench leaderboard

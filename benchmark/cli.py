@@ -216,7 +216,8 @@ def _sweep(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as error:
         print(f"mtlbench sweep: {error}", file=sys.stderr)
         return 2
-    return run_sweep(job, args.workers or max(len(gpus), 1), gpus, args.searches_settled, args.launcher, resources)
+    return run_sweep(job, args.workers or max(len(gpus), 1), gpus, args.searches_settled, args.launcher, resources,
+                     status_only=args.status)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -474,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--searches-settled", action="store_true",
                        help="rebuilding a lost storage from the records: count each search's positions that left "
                             "no record as settled (pruned or failed, as your logs say) instead of running them again")
+    sweep.add_argument("--status", action="store_true",
+                       help="say where each method's search and finals stand and the time left, then exit "
+                            "without running anything (the same command, without --status, continues the sweep)")
     sweep.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # a spawned worker: the resolved job's file
     sweep.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     sweep.set_defaults(handler=_sweep)

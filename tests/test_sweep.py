@@ -259,6 +259,13 @@ def test_sweep_runs_search_and_finals_and_continues_when_run_again(tmp_path: Pat
     assert len(records(tmp_path / "runs", "sweep")) == 4 and len(records(tmp_path / "runs", "final")) == 2
     assert "time left: none, every run is settled" in capsys.readouterr().out
 
+    # --status says where each study stands and what is left, and runs nothing.
+    assert main(sweep_args(tmp_path, plan_dir, "--trials", "3", "--final-seeds", "1,2", "--status")) == 0
+    status = capsys.readouterr().out
+    assert "time left: 4 runs" in status
+    assert re.search(r"\nstl +0\.5 .* 1/2 +2/0/0 of 3", status) and re.search(r"\ntucker +0\.5 .* 1/2 +2/0/0 of 3", status)
+    assert len(records(tmp_path / "runs", "sweep")) == 4 and len(records(tmp_path / "runs", "final")) == 2
+
     # Ask for one more trial and one more final seed: the same studies continue, and the time
     # they need is projected from the runs recorded so far (1 trial + 1 final run per method).
     assert main(sweep_args(tmp_path, plan_dir, "--trials", "3", "--final-seeds", "1,2")) == 0

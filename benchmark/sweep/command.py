@@ -176,8 +176,10 @@ def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
         best = method_studies.best_trial()
         row: dict[str, Any] = {
             "method": method_studies.method, "train_ratio": method_studies.train_ratio,
-            "trials": f"{search.complete}/{search.pruned}/{search.failed}",
-            "lam": None, "hidden": None, "val_err": None, "final_test_err": None, "finals": 0, "edge": "",
+            "trials": f"{search.complete}/{search.pruned}/{search.failed} of {search.budget}"
+                      + (f", {search.running} running" if search.running else ""),
+            "lam": None, "hidden": None, "val_err": None, "final_test_err": None,
+            "finals": f"0/{len(method_studies.plan.final_seeds)}", "edge": "",
         }
         if best is not None:
             protocol = method_studies.plan.config(method_studies.method, method_studies.train_ratio, seed=0)
@@ -187,7 +189,9 @@ def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
             final_study = method_studies.final_study(best, create=False)
             finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
             errors = [t.user_attrs["test_err_mean"] for t in finals if "test_err_mean" in t.user_attrs]
-            row.update(finals=len(errors), final_test_err=sum(errors) / len(errors) if errors else None)
+            running = sum(1 for t in final_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) if final_study else 0
+            row.update(finals=f"{len(errors)}/{len(method_studies.plan.final_seeds)}" + (f"+{running}" if running else ""),
+                       final_test_err=sum(errors) / len(errors) if errors else None)
         rows.append(row)
         for method, same in method_studies.plan.equal_to.items():
             if same == method_studies.method:
@@ -200,7 +204,7 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
         return "-" if value is None else format(value, spec)
 
     lines = [f"{'method':<12}{'ratio':>6}{'lambda':>11}{'hidden':>8}{'val err':>9}{'test err':>10}{'finals':>8}"
-             "   search ok/pruned/failed   at the edge of its range"]
+             "   search ok/pruned/failed      at the edge of its range"]
     for row in rows:
         if "equal_to" in row:  # the same penalty on every tensor: run once, never counted twice
             lines.append(f"{row['method']:<12}{row['train_ratio']:>6g}   = {row['equal_to']} (the same penalty on every "
@@ -209,7 +213,7 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"{row['method']:<12}{row['train_ratio']:>6g}{number(row['lam'], '.3g'):>11}"
             f"{number(row['hidden'], 'd'):>8}{number(row['val_err'], '.4f'):>9}"
-            f"{number(row['final_test_err'], '.4f'):>10}{row['finals']:>8}   {row['trials']:<22}{row['edge']}"
+            f"{number(row['final_test_err'], '.4f'):>10}{row['finals']:>8}   {row['trials']:<25}{row['edge']}"
         )
     return "\n".join(lines)
 
@@ -247,10 +251,13 @@ def _watch(processes: list[tuple[subprocess.Popen, Path]], bar: tqdm, studies: S
 
 
 def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searches_settled: bool = False,
-              launcher: str = "process", resources: JobResources | None = None) -> int:
+              launcher: str = "process", resources: JobResources | None = None, status_only: bool = False) -> int:
     """Run ``job`` to the end with ``workers`` processes (in this one when 1 and no GPUs), or
     ``workers`` scheduler jobs (``launcher`` local or slurm: :mod:`.launcher`); 0 when every worker
-    finished, 1 when one failed or a record could not be written, 130 when interrupted."""
+    finished, 1 when one failed or a record could not be written, 130 when interrupted.
+
+    ``status_only``: say where every study stands and the time left, and run nothing (a board
+    that takes several sessions, or other machines' workers, is checked without starting one)."""
     plan = job.plan
     try:
         check_launcher(launcher, job.storage_url)
@@ -272,6 +279,9 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
         return 2
     print(_announcement(job, workers, gpus))
     print("  " + time_left(studies, _run_times(job)).describe(workers))
+    if status_only:
+        print("\n" + format_summary(summary_rows(studies)))
+        return 0
     code = 0
     with interrupts_raised(), progress_bar(plan.dataset_name, studies) as bar:
         try:
