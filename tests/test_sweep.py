@@ -81,6 +81,13 @@ def test_every_shipped_plan_loads(plan_file: str) -> None:
     assert plan.fixed or plan.n_startup_trials < plan.trials  # TPE guides at least the last trials
 
 
+def test_a_plan_of_all_methods_runs_the_baselines_first() -> None:
+    """STL and DMTL are what every row is paired with: a board cut short must have them."""
+    plan = SweepPlan.load("office_caltech", REPO / "sweeps")
+    assert set(plan.running_methods[:2]) == {"stl", "dmtl"}
+    assert list(plan.running_methods[2:]) == sorted(plan.running_methods[2:])
+
+
 @pytest.mark.parametrize("variant_file", sorted((REPO / "sweeps").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_shipped_plan_variant_loads_over_its_dataset_plan(variant_file: Path) -> None:
     base = SweepPlan.load(variant_file.parent.name, REPO / "sweeps")

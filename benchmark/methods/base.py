@@ -137,6 +137,9 @@ class MultiTaskModule(L.LightningModule):
     # papers run alike and which a shared hidden layer would turn into another model.
     other_layering: bool = True
     shares_hidden: bool = False  # hard sharing of the hidden layers (DMTL)
+    # A baseline every table pairs the others with (vs STL, vs DMTL): a sweep of all methods runs
+    # it first, so a board cut short still has the rows its comparisons need.
+    reference: bool = False
     # Trains on batches of a further part of the data besides its training batches: the
     # validation part where the split has one, else ``holdout_ratio`` of train (GTTN meta).
     outer_batches: bool = False

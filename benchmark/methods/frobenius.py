@@ -11,6 +11,7 @@ class FrobeniusMethod(MultiTaskModule):
     """lambda x sum over the shareable layers of ||W||_F^2 (stacked here, shared in the base class)."""
 
     other_layering = False
+    reference = True
 
     def coupling(self) -> torch.Tensor:
         return sum((layer.weight.pow(2).sum() for layer in self.stacked_layers()), torch.zeros((), device=self.device))

@@ -163,8 +163,8 @@ class SweepPlan:
                                  f"variants of {name}: {', '.join(known) or 'none'}")
             values = _merge(values, _read_yaml(variant_file))
         method_list = methods or values.get("methods", "all")
-        if method_list == "all":
-            chosen = tuple(method_names())
+        if method_list == "all":  # the baselines first, then by name
+            chosen = tuple(sorted(method_names(), key=lambda m: not method_class(m).reference))
         else:
             chosen = tuple(m.strip() for m in (method_list.split(",") if isinstance(method_list, str) else method_list))
             unknown = [m for m in chosen if m not in method_names()]
