@@ -424,14 +424,14 @@ def bench_cost(runs_dir: Path = Path("results/runs"), sweeps_dir: Path | None = 
 
     records = read_records(runs_dir, jobs=(SEARCH, FINAL), states=STATES).runs
     rows = [{"dataset": r.dataset, "features": r.features, "protocol": table_variant(r) or "current",
-             "train_ratio": r.train_ratio, "job": r.job, "method": r.method, "wall_time_s": r.wall_time_s,
+             "train_ratio": r.train_ratio, "job": r.job, "method": r.method, "run_s": r.run_seconds,
              "equal_methods": tuple(r.equal_methods)} for r in records if table_variant(r) != "ablation"]
     if not rows:
         progress(f"cost  no records under {runs_dir}")
         return pd.DataFrame()
     runs = pd.DataFrame(rows)
     keys = ["dataset", "features", "protocol", "train_ratio", "job"]
-    table = (runs.groupby(keys).agg(runs=("wall_time_s", "size"), cpu_hours=("wall_time_s", lambda t: t.sum() / 3600))
+    table = (runs.groupby(keys).agg(runs=("run_s", "size"), cpu_hours=("run_s", lambda t: t.sum() / 3600))
              .reset_index())
     planned = []
     for (dataset, features), current in runs[runs["protocol"] == "current"].groupby(["dataset", "features"]):
@@ -471,8 +471,8 @@ def board_totals(cost: pd.DataFrame) -> list[str]:
 def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job: str) -> tuple[float, float, str]:
     """(runs ``plan`` has at this ratio and job, their projected CPU-hours, the projection's basis).
 
-    ``runs``: one input's records of the current protocol (method, train_ratio, job, wall_time_s,
-    equal_methods). A method's run time at a ratio: :func:`benchmark.sweep.cost.mean_run_seconds`
+    ``runs``: one input's records of the current protocol (method, train_ratio, job, run_s: the
+    record's run seconds, equal_methods). A method's run time at a ratio: :func:`benchmark.sweep.cost.mean_run_seconds`
     over its search and final runs alike (the same training, another seed), measured there or
     scaled from another ratio; a method with no run at all counts at the mean of the others (the
     GTTN family's runs cost more than STL's, so the projection firms up as methods finish).
@@ -487,7 +487,7 @@ def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job
     measured = scaled = 0
     for method in methods:
         own = runs[runs["method"] == method]
-        mean = mean_run_seconds(zip(own["train_ratio"].astype(float), own["wall_time_s"].astype(float)), train_ratio)
+        mean = mean_run_seconds(zip(own["train_ratio"].astype(float), own["run_s"].astype(float)), train_ratio)
         if mean is None:
             continue
         seconds[method] = mean[0]

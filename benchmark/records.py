@@ -105,6 +105,9 @@ class RunRecord:
     git_rev: str = "unknown"
     versions: dict[str, str] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    # The process's CPU time over the run, all its threads: what the run cost. Unlike the wall
+    # time it is not lengthened by other work sharing the CPU (None in records before it was kept).
+    cpu_time_s: float | None = None
     # ---- results (complete runs) ----
     paper_layering: bool = True  # the layering of the method's paper; else an ablation
     selection: str | None = None  # best_val_acc_mean[, ties to the later epoch], or fixed_budget_last_epoch
@@ -150,6 +153,12 @@ class RunRecord:
             raise BrokenRecord("field tasks: a task without a numeric test_err")
 
     # ---- what the sweep and the tables read ----
+
+    @property
+    def run_seconds(self) -> float:
+        """What the run cost in CPU seconds: its CPU time where recorded, else its wall time (one
+        thread per worker, so the same on a CPU nothing else used)."""
+        return self.cpu_time_s if self.cpu_time_s else self.wall_time_s
 
     @property
     def train_ratio(self) -> float:

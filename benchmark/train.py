@@ -255,7 +255,7 @@ def _fit_and_test(
 ) -> _Fitted:
     from lightning.pytorch.loggers import WandbLogger
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     L.seed_everything(config.seed, verbose=False)
     data = data_module(dataset, config, module_class)
     epochs = budget_epochs(config, data.steps_per_epoch)
@@ -280,7 +280,8 @@ def _fit_and_test(
     else:
         selection, selected_epoch = "fixed_budget_last_epoch", epochs - 1
     trainer.test(module, datamodule=data, verbose=False)
-    fields = _results(config, module, selector, selection, selected_epoch, time.perf_counter() - started)
+    fields = _results(config, module, selector, selection, selected_epoch, time.perf_counter() - started,
+                      time.process_time() - started_cpu)
     fields.update(
         split_sha256=data.given_split_sha256,
         steps=steps.count,
@@ -311,6 +312,7 @@ def _results(
     selection: str,
     selected_epoch: int,
     wall_time: float,
+    cpu_time: float,
 ) -> dict[str, Any]:
     """The record's fields of a run that trained and tested (the caller adds where it ran)."""
     test = module.epoch_metrics["test"]
@@ -342,6 +344,7 @@ def _results(
         "val_acc_history": [round(h[VAL_ACC_MEAN], 6) for h in selector.history],
         "method_state": module.logged_state(),
         "wall_time_s": round(wall_time, 3),
+        "cpu_time_s": round(cpu_time, 3),
         "git_rev": git_revision(),
         "versions": package_versions(),
     }

@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TINY = {"n_tasks": 3, "n_features": 6, "n_classes": 3, "samples_per_task": 30}
 RECORD_KEYS = {
     "dataset", "method", "config", "seed", "selected_epoch", "selection", "tasks", "val_acc_mean",
-    "test_err_mean", "wall_time_s", "git_rev", "versions",
+    "test_err_mean", "wall_time_s", "cpu_time_s", "git_rev", "versions",
 }
 
 
@@ -93,6 +93,7 @@ def test_contract_every_method_trains_and_writes_a_valid_record(method: str, tmp
     result = train(tiny_config(method), Path("."), tmp_path, progress=False)
     record = json.loads(result.path.read_text())
     assert RECORD_KEYS <= set(record)
+    assert 0 < record["cpu_time_s"]  # what the run cost, kept apart from its wall time (other work lengthens that)
     assert record["method"] == method and record["selection"] == "best_val_acc_mean, ties to the later epoch"
     assert set(record["tasks"]) == {"task0", "task1", "task2"}
     for task in record["tasks"].values():

@@ -1,9 +1,10 @@
-"""How long runs take, from the records' wall times: the time a sweep has left, announced when it
+"""How long runs take, from the records' run times: the time a sweep has left, announced when it
 starts, and the bench's time to leaderboard (:func:`benchmark.bench.bench_cost`).
 
-A record's ``wall_time_s`` is its process's time on one worker, so sums are CPU-hours of the
-machine that wrote the records (this suite's 2-core reference machine for the committed ones):
-a projection for another machine is only as good as that likeness.
+A record's run time (:attr:`RunRecord.run_seconds`) is its process's CPU time, or its wall time
+on one worker in records older than that field, so sums are CPU-hours of the machine that wrote
+the records (this suite's 2-core reference machine for the committed ones): a projection for
+another machine is only as good as that likeness.
 """
 
 from __future__ import annotations
@@ -62,10 +63,10 @@ def _matching(records: Sequence[RunRecord], studies: MethodStudies) -> tuple[lis
     study (a variant, an earlier protocol)."""
     config = studies.plan.config(studies.method, studies.train_ratio, seed=0)
     same = [r for r in records if r.dataset == studies.plan.dataset_name and r.method == studies.method
-            and r.wall_time_s > 0 and r.config.get("layers") == config.layers
+            and r.run_seconds > 0 and r.config.get("layers") == config.layers
             and dict(r.config.get("dataset_params") or {}) == dict(config.dataset_params)]
     own = [r for r in same if (r.study or "").startswith(studies.search_name)]
-    return [(r.train_ratio, r.wall_time_s) for r in (own or same)], bool(own)
+    return [(r.train_ratio, r.run_seconds) for r in (own or same)], bool(own)
 
 
 def time_left(all_studies: Sequence[MethodStudies], records: Sequence[RunRecord]) -> TimeLeft:

@@ -245,7 +245,7 @@ class Worker:
                   config: TrainConfig, job: str) -> Iterator[None]:
         """Report how the trial ended; a pruned or failed one also leaves a record, so that a
         storage rebuilt from the records knows its position was settled."""
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         label = f"[w{self.index}] {studies.method} r{studies.train_ratio:g} {what} (#{trial.number}, {shown})"
         try:
@@ -254,18 +254,20 @@ class Worker:
             raise RecordNotWritten(str(error)) from error
         except optuna.TrialPruned as pruned:
             self.report(f"{label}: pruned ({pruned})")
-            self._record_unfinished(trial, config, job, PRUNED, str(pruned), time.perf_counter() - started)
+            self._record_unfinished(trial, config, job, PRUNED, str(pruned), time.perf_counter() - started,
+                                    time.process_time() - started_cpu)
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             trial.set_user_attr("fail_reason", reason[:2000])
             self.report(f"{label}: FAILED, {reason}")
-            self._record_unfinished(trial, config, job, FAILED, reason[:2000], time.perf_counter() - started)
+            self._record_unfinished(trial, config, job, FAILED, reason[:2000], time.perf_counter() - started,
+                                    time.process_time() - started_cpu)
             raise
         self.report(f"{label}: done in {time.perf_counter() - started:.1f} s")
 
     def _record_unfinished(self, trial: optuna.Trial, config: TrainConfig, job: str, state: str, reason: str,
-                           wall_time: float) -> None:
+                           wall_time: float, cpu_time: float) -> None:
         """The record of a trial that ended without a result: what it ran and why it stopped."""
         (frozen,) = [t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number]
         record = RunRecord(
@@ -273,7 +275,7 @@ class Worker:
             method=config.method, config=config.to_dict(), seed=config.seed, features=self.features,
             study=trial.study.study_name, trial=trial.number, storage=storage_label(self.storage_url),
             reported_errors={str(epoch): value for epoch, value in sorted(frozen.intermediate_values.items())},
-            wall_time_s=round(wall_time, 3), git_rev=git_revision(), versions=package_versions(),
+            wall_time_s=round(wall_time, 3), cpu_time_s=round(cpu_time, 3), git_rev=git_revision(), versions=package_versions(),
         )
         path = record.write(record_path(self.out_dir, record.dataset, config.method, record.run_id))
         trial.set_user_attr("record", str(path))
