@@ -187,9 +187,10 @@ def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
                        val_err=None if method_studies.plan.fixed else best.value,
                        edge=", ".join(edges(method_studies.search_space, best.params)))
             final_study = method_studies.final_study(best, create=False)
-            finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
-            errors = [t.user_attrs["test_err_mean"] for t in finals if "test_err_mean" in t.user_attrs]
-            running = sum(1 for t in final_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))) if final_study else 0
+            finals = final_study.get_trials(deepcopy=False) if final_study else []
+            errors = [t.user_attrs["test_err_mean"] for t in finals
+                      if t.state == TrialState.COMPLETE and "test_err_mean" in t.user_attrs]
+            running = sum(t.state == TrialState.RUNNING for t in finals)
             row.update(finals=f"{len(errors)}/{len(method_studies.plan.final_seeds)}" + (f"+{running}" if running else ""),
                        final_test_err=sum(errors) / len(errors) if errors else None)
         rows.append(row)

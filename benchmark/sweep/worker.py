@@ -275,7 +275,8 @@ class Worker:
             method=config.method, config=config.to_dict(), seed=config.seed, features=self.features,
             study=trial.study.study_name, trial=trial.number, storage=storage_label(self.storage_url),
             reported_errors={str(epoch): value for epoch, value in sorted(frozen.intermediate_values.items())},
-            wall_time_s=round(wall_time, 3), cpu_time_s=round(cpu_time, 3), git_rev=git_revision(), versions=package_versions(),
+            wall_time_s=round(wall_time, 3), cpu_time_s=round(cpu_time, 3), git_rev=git_revision(),
+            versions=package_versions(),
         )
         path = record.write(record_path(self.out_dir, record.dataset, config.method, record.run_id))
         trial.set_user_attr("record", str(path))
