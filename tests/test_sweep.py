@@ -168,7 +168,9 @@ def _office31_fc7(data_dir: Path, per_class: int = 4) -> None:
 @pytest.mark.slow
 def test_spawned_workers_of_a_features_sweep_run_the_parents_studies(tmp_path: Path) -> None:
     """`sweep --dataset office31 --features fc7 --workers 2`: every trial and record in the storage
-    belongs to a study the parent prepared, and both workers took trials."""
+    belongs to a study the parent prepared, and the trials ran in the spawned workers. Whether both
+    workers took some of these 3 short trials depends on when each started (under load one can take
+    all three), so that is checked where the trials are many (:func:`_check_two_workers`)."""
     data_dir = tmp_path / "data"
     _office31_fc7(data_dir)
     plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=3, final_seeds=[1],
@@ -184,7 +186,8 @@ def test_spawned_workers_of_a_features_sweep_run_the_parents_studies(tmp_path: P
     names = set(optuna.get_all_study_names(open_storage(parent.storage_url)))
     assert names == {studies.search_name, studies.final_study(studies.best_trial(), create=False).study_name}
     trials = studies.search_study().get_trials(states=(TrialState.COMPLETE,))
-    assert len(trials) == 3 and len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
+    pids = {t.user_attrs["worker"]["pid"] for t in trials}
+    assert len(trials) == 3 and 1 <= len(pids) <= 2 and process.pid not in pids
     found = read_records(tmp_path / "runs", ("sweep", "final")).runs
     assert len(found) == 4 and {r.features for r in found} == {"fc7"}
     assert {r.study.split("/final/")[0] for r in found} == {studies.search_name}
