@@ -21,7 +21,7 @@ from benchmark.cli import main
 from benchmark.methods import DivergedError
 from benchmark.nets import NetworkSpec
 from benchmark.records import read_records
-from benchmark.sweep.command import prepare, progress_bar, resolve_job, worker_environment
+from benchmark.sweep.command import prepare, progress_bar, resolve_job, total_progress, worker_environment
 from benchmark.sweep.plan import SearchDimension, SweepJob, SweepPlan, edges, sweeps_dir
 from benchmark.sweep.studies import MethodStudies, open_storage, plan_studies, study_progress
 from benchmark.sweep.worker import Worker
@@ -432,6 +432,18 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_p
     (restored,) = prepare(job_of(plan, url, tmp_path / "runs"), report=lambda line: None)
     assert [(t.state, t.params, t.user_attrs.get("fail_reason")) for t in restored.search_study().get_trials()] == [
         (t.state, t.params, t.user_attrs.get("fail_reason")) for t in trials]
+
+
+def test_a_worker_says_what_starts_once_its_trial_is_running(tmp_path: Path) -> None:
+    """The single-process sweep redraws its bar when a run starts (``now=...``, ``running=1``),
+    not only when it ends: an Omniglot run takes half an hour."""
+    plan = load_plan(write_plan(tmp_path / "plans", methods="stl"))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    studies = studies_of(plan, url)
+    started: list[tuple[str, int]] = []
+    Worker(job_of(plan, url, tmp_path / "runs"), report=lambda line: None,
+           on_start=lambda what: started.append((what, total_progress(studies)[2]))).run()
+    assert started == [("stl r0.5 trial", 1)] * plan.trials + [(f"stl r0.5 final seed {s}", 1) for s in plan.final_seeds]
 
 
 def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:

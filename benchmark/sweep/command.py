@@ -145,11 +145,12 @@ def total_progress(studies: Sequence[MethodStudies]) -> tuple[int, int, int]:
     return settled, total, running
 
 
-def _refresh(bar: tqdm, studies: Sequence[MethodStudies]) -> None:
+def _refresh(bar: tqdm, studies: Sequence[MethodStudies], now: str | None = None) -> None:
+    """Redraw ``bar`` from the storage; ``now``: the run this process has just started."""
     settled, total, running = total_progress(studies)
     bar.total = total
     bar.n = settled
-    bar.set_postfix(running=running, refresh=False)
+    bar.set_postfix({"running": running, **({"now": now} if now else {})}, refresh=False)
     bar.refresh()
 
 
@@ -291,7 +292,8 @@ def run_sweep(job: SweepJob, workers: int = 1, gpus: Sequence[str] = (), searche
             elif workers == 1 and not gpus:
                 # The bar is redrawn once Optuna has stored the trial's end, not when its line is
                 # written (the trial is still running then, and the bar was one behind).
-                run_worker(job, 0, bar.write, after_trial=lambda: _refresh(bar, studies))
+                run_worker(job, 0, bar.write, after_trial=lambda: _refresh(bar, studies),
+                           on_start=lambda what: _refresh(bar, studies, now=what))
             else:
                 log_dir = job.out_dir.parent / "logs" / f"sweep-{plan.dataset_name}"
                 bar.write(f"worker logs: {log_dir}/worker-<i>.log")

@@ -99,6 +99,9 @@ class Worker:
     index: int = 0
     report: Callable[[str], None] = print
     after_trial: Callable[[], None] = lambda: None  # e.g. redraw a progress bar once the storage has the result
+    # Called with what starts ("stl r0.1 final seed 2") once its trial is running in the storage:
+    # a bar that waits for the end of a 30-minute run would say nothing runs all that time.
+    on_start: Callable[[str], None] = lambda what: None
 
     def __post_init__(self) -> None:
         self.plan, self.storage_url, self.out_dir = self.job.plan, self.job.storage_url, self.job.out_dir
@@ -247,7 +250,9 @@ class Worker:
         storage rebuilt from the records knows its position was settled."""
         started, started_cpu = time.perf_counter(), time.process_time()
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-        label = f"[w{self.index}] {studies.method} r{studies.train_ratio:g} {what} (#{trial.number}, {shown})"
+        running = f"{studies.method} r{studies.train_ratio:g} {what}"
+        label = f"[w{self.index}] {running} (#{trial.number}, {shown})"
+        self.on_start(running)
         try:
             yield
         except RecordWriteError as error:
@@ -297,11 +302,11 @@ def interrupts_raised() -> Iterator[None]:
 
 
 def run_worker(job: SweepJob, index: int, report: Callable[[str], None] = print,
-               after_trial: Callable[[], None] = lambda: None) -> None:
+               after_trial: Callable[[], None] = lambda: None, on_start: Callable[[str], None] = lambda what: None) -> None:
     """Run ``job``'s trials in this process until none is left; SIGINT and SIGTERM re-queue the running one."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with interrupts_raised():
-        Worker(job, index, report, after_trial).run()
+        Worker(job, index, report, after_trial, on_start).run()
 
 
 def run_spawned_worker(path: Path, index: int) -> int:
