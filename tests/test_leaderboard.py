@@ -261,6 +261,25 @@ def test_a_variant_is_paired_with_the_main_board_and_an_ablation_gets_its_baseli
     assert float(pd.read_csv(tmp_path / "board3" / "synthetic_protocol1.csv").loc[0, "vs_main_pts"]) == exactly(3.5)
 
 
+def test_a_method_whose_main_run_predates_the_protocol_is_paired_with_that_run_and_says_so(tmp_path: Path) -> None:
+    """A variant rerunning a method the main board ran only under an earlier protocol (Omniglot's
+    LAF at the code weighting): paired with that run, named in a notice; the others silently."""
+    main, variant = tmp_path / "runs", tmp_path / "variant"
+    for seed, (stl, tucker, old_laf, laf, new_tucker) in enumerate(
+            ((0.30, 0.26, 0.28, 0.27, 0.25), (0.32, 0.29, 0.30, 0.28, 0.27)), start=1):
+        write(main, "m", make_record("stl", seed, {"a": stl}))
+        write(main, "m", make_record("tucker", seed, {"a": tucker}))
+        write(main, "m", make_record("laf", seed, {"a": old_laf}, protocol_version=None))
+        write(variant, "m", make_record("laf", seed, {"a": laf}))
+        write(variant, "m", make_record("tucker", seed, {"a": new_tucker}))
+    _, notices = build_leaderboard(variant, tmp_path / "board", main_runs_dir=main, plots=False)
+    assert notices == ["synthetic: laf paired with the main board's protocol1 run (it has none of this protocol)"]
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv").set_index("method")
+    assert float(table.loc["laf", "vs_main_pts"]) == exactly(-1.5) and table.loc["laf", "beats_main"] == "2/2"
+    assert float(table.loc["tucker", "vs_main_pts"]) == exactly(-1.5)
+    assert sorted(table.index) == ["laf", "stl", "tucker"]  # the old-protocol run pairs, it is not a row
+
+
 def test_a_variant_that_reruns_stl_alone_is_the_main_board_against_its_stl(tmp_path: Path) -> None:
     """A variant that reruns only STL (a wider hidden range, say): every other method comes in with
     its main-board row, noted, and is paired against the variant's STL, not the main board's."""

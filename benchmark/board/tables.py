@@ -166,24 +166,48 @@ def _raw_rows(runs: Sequence[RunRecord], reference: Reference
     return rows, chosen_runs, notices
 
 
-def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]]) -> None:
+def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]],
+                    earlier: Sequence[tuple[str, list[dict[str, Any]]]] = ()) -> list[tuple[str, str]]:
     """Pair a plan variant's or ablation's rows with the main board's (the same dataset, input and
     splits): each row keeps the main board's errors of its method (``vs_main_*`` columns), and
     every method the variant did not rerun at its ratios comes in with the main board's row, so
     the table is the main board with the variant's runs in place of its own: STL and DMTL to pair
     against, and every other method ranked and compared against the variant's STL (a stronger
-    STL changes every ``vs_stl``)."""
-    by_method = {(r["train_ratio"], r["method"]): r for r in main if "_errors_by_seed" in r}
+    STL changes every ``vs_stl``).
+
+    ``earlier``: the main board's tables of earlier protocols, newest first, as (variant, rows): a
+    method the main table lacks is paired with its run there (a variant rerunning a method whose
+    main run predates the protocol change). Returns those (method, variant) pairs, for a notice.
+    """
+    def by_method(table: list[dict[str, Any]]) -> dict[tuple[float, str], dict[str, Any]]:
+        return {(r["train_ratio"], r["method"]): r for r in table if "_errors_by_seed" in r}
+
+    sources = [("", by_method(main))] + [(variant, by_method(table)) for variant, table in earlier]
+    from_earlier: list[tuple[str, str]] = []
     for row in rows:
-        counterpart = by_method.get((row["train_ratio"], row["method"]))
-        if counterpart is not None and "_errors_by_seed" in row:
-            row["_main_errors_by_seed"] = counterpart["_errors_by_seed"]
+        found = next(((variant, table[row["train_ratio"], row["method"]]) for variant, table in sources
+                      if (row["train_ratio"], row["method"]) in table), None)
+        if found is not None and "_errors_by_seed" in row:
+            row["_main_errors_by_seed"] = found[1]["_errors_by_seed"]
+            if found[0]:
+                from_earlier.append((row["method"], found[0]))
     ratios = {r["train_ratio"] for r in rows}
     present = {(r["train_ratio"], r["method"]) for r in rows}
     for counterpart in sorted(main, key=lambda r: (r["train_ratio"], r["method"])):
         if counterpart["train_ratio"] in ratios and (counterpart["train_ratio"], counterpart["method"]) not in present:
             note = counterpart.get("note")
             rows.append({**counterpart, "note": f"{note}; the main board's run" if note else "the main board's run"})
+    return from_earlier
+
+
+def _earlier_tables(main_rows: dict[TableKey, list[dict[str, Any]]], key: TableKey
+                    ) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The main board's tables of protocols older than table ``key``'s, newest first."""
+    dataset, features, variant = key
+    version = int(variant.removeprefix("protocol")) if variant.startswith("protocol") else PROTOCOL_VERSION
+    older = [k for k in main_rows if k[:2] == (dataset, features) and k[2].startswith("protocol")
+             and int(k[2].removeprefix("protocol")) < version]
+    return [(k[2], main_rows[k]) for k in sorted(older, key=lambda k: -int(k[2].removeprefix("protocol")))]
 
 
 def _main_table(main_rows: dict[TableKey, list[dict[str, Any]]], key: TableKey) -> TableKey | None:
@@ -217,7 +241,9 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), m
             if main_key[2] != (key[2] if key[2].startswith("protocol") else ""):
                 notices.append(f"{table_name(*key)}: paired with the main board's {main_key[2]} records (it has no "
                                "table of this protocol)")
-            _pair_with_main(table_rows, main_rows[main_key])
+            for method, variant in _pair_with_main(table_rows, main_rows[main_key], _earlier_tables(main_rows, main_key)):
+                notices.append(f"{table_name(*key)}: {method} paired with the main board's {variant} run (it has "
+                               "none of this protocol)")
     return {key: _rank(pd.DataFrame(value)) for key, value in rows.items()}, dict(chosen_runs), notices
 
 
