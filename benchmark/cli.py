@@ -286,6 +286,27 @@ def _split_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rerun(args: argparse.Namespace) -> int:
+    from .data import DataUnavailableError
+    from .methods import DivergedError
+    from .records import BrokenRecord, read_record
+    from .rerun import rerun
+
+    same = differing = failed = 0
+    for path in args.records:  # one that cannot run is reported and the rest still run
+        try:
+            comparison = rerun(read_record(path), args.data_dir, args.out, progress=not args.no_progress and sys.stdout.isatty())
+        except (BrokenRecord, ValueError, DataUnavailableError, DivergedError, RecordWriteError) as error:
+            print(f"mtlbench rerun: {path}: {error}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        print(comparison.describe(), flush=True)
+        same, differing = same + comparison.same, differing + (not comparison.same)
+    print(f"{same} of {len(args.records)} rerun(s) gave the recorded test error"
+          + (f"; {differing} differ" if differing else "") + (f"; {failed} could not run" if failed else ""))
+    return 2 if failed else 1 if differing else 0
+
+
 def _wandb_view(args: argparse.Namespace) -> int:
     from .tracking import WANDB_PROJECT
     from .wandb_view import comparison_workspace, describe
@@ -505,6 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("record", type=Path, help="the run's record (results/runs/<dataset>/<method>/<run_id>.json)")
     export.add_argument("--out", type=Path, help="where the JSON goes (default: beside the record, <run_id>.split.json)")
     export.set_defaults(handler=_split_export)
+
+    again = commands.add_parser(
+        "rerun", help="train recorded runs again from their records and compare the test errors",
+        description="Each record's configuration is trained again (same split, same initialisation); prints the "
+        "recorded and the new test error, which tasks differ, and whether the same feature files were read. "
+        "Exit status 1 when any rerun differs, 2 when a record cannot be rerun.")
+    again.add_argument("records", type=Path, nargs="+", metavar="RECORD",
+                       help="a complete run's record (results/runs/<dataset>/<method>/<run_id>.json)")
+    again.add_argument("--data-dir", type=Path, help=data_help)
+    again.add_argument("--out", type=Path, help="keep the reruns' records here (default: none written)")
+    again.add_argument("--no-progress", action="store_true", help="no progress bar")
+    again.set_defaults(handler=_rerun)
 
     view = commands.add_parser(
         "wandb-view", help="save a W&B workspace comparing the methods (needs `wandb login`; --dry-run does not)",

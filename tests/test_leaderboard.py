@@ -367,3 +367,20 @@ def test_the_interval_plot_colours_a_difference_only_where_its_interval_excludes
     assert [t.get_text() for t in axes.get_yticklabels()] == ["tucker", "laf", "prod"]  # STL is the reference, not a row
     assert sorted(t.get_text() for t in axes.texts) == ["0/5", "3/5", "5/5"]
     plt.close(figure)
+
+
+def test_a_table_whose_runs_read_two_feature_caches_says_so_and_one_cache_says_nothing(tmp_path: Path) -> None:
+    """A rebuilt feature cache whose files differ is named in the table, with its count of runs."""
+    root = tmp_path / "runs"
+    old, rebuilt = {"files": {"a.pt": "1" * 64, "b.pt": "2" * 64}}, {"files": {"a.pt": "1" * 64, "b.pt": "3" * 64}}
+    for seed in (1, 2, 3):
+        write(root, "m", make_record("stl", seed, {"a": 0.3}) | {"inputs": old})
+    write(root, "m", make_record("dmtl", 1, {"a": 0.2}) | {"inputs": rebuilt})
+    write(root, "m", make_record("stl", 1, {"a": 0.3}, dataset="other") | {"inputs": old})
+    _, notices = build_leaderboard(root, tmp_path / "board", plots=False)
+    board = (tmp_path / "board" / "synthetic.md").read_text()
+    assert "Inputs: these 4 final runs read 2 feature caches" in board
+    assert [line for line in board.splitlines() if line.startswith("Inputs:")][0].count(" read cache ") == 2
+    assert "3 read cache" in board and "1 read cache" in board
+    assert any(notice.startswith("synthetic: Inputs:") for notice in notices)
+    assert "Inputs:" not in (tmp_path / "board" / "other.md").read_text()

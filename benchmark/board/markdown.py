@@ -95,8 +95,9 @@ def _verdict(part: pd.DataFrame, names: dict[str, str]) -> str:
     return f"Best mean: {name}, tied with {other} ({interval} points, 95% interval, contains 0)."
 
 
-def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str]) -> str:
-    """One table's rows, a section per train ratio, methods by their display names."""
+def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str], inputs_line: str = "") -> str:
+    """One table's rows, a section per train ratio, methods by their display names; ``inputs_line``
+    (where its runs read more than one feature cache) under the heading."""
     variant = "vs_main_pts" in table.columns
     paper = "paper_test_err_mean" in table.columns
     header = ["rank", "method", "layers", "test error % (std)", "vs STL, points (95% interval)", "splits won vs STL",
@@ -107,6 +108,7 @@ def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str]) ->
     lines = [f"# {table_name(*key)}", "", AUTHORSHIP + " Test error: the mean over the tasks; mean (std) over the "
              "final splits. Differences are paired by split (a seed is the same split for every method): "
              "negative means fewer errors, and the interval is a 95% t-interval over the shared splits.", ""]
+    lines += [inputs_line, ""] if inputs_line else []
     for ratio, part in table.groupby("train_ratio", sort=True):
         lines += [f"## Train ratio {ratio:g}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, row in part.iterrows():
