@@ -14,9 +14,6 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .records import COMPLETE, RunRecord
-from .tracking import Tracking
-
-TOLERANCE_POINTS = 0.0  # "the same" means the same test error, to the last digit recorded
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,8 @@ class Comparison:
 
     @property
     def same(self) -> bool:
-        return abs(self.difference_points) <= TOLERANCE_POINTS
+        """The same mean test error, to the last digit recorded."""
+        return self.rerun.test_err_mean == self.record.test_err_mean
 
     @property
     def tasks_differing(self) -> list[str]:
@@ -50,19 +48,22 @@ class Comparison:
         r = self.record
         what = f"{r.dataset} {r.method} r{r.config['train_ratio']:g} seed {r.seed} ({r.job} {r.run_id}, code {r.git_rev[:8]})"
         errors = f"test error {100 * r.test_err_mean:.4f}% recorded, {100 * self.rerun.test_err_mean:.4f}% now"
-        verdict = "same" if self.same else f"differs by {self.difference_points:+.4f} points " \
-                  f"({len(self.tasks_differing)} task(s): {', '.join(self.tasks_differing)})"
-        inputs = {None: "", True: "; same feature files", False: "; other feature files (a rebuilt cache)"}[self.same_inputs]
+        tasks = self.tasks_differing
+        where = f"in {len(tasks)} task(s): {', '.join(tasks)}" if tasks else \
+            "though no task does: the record's mean is not the mean of its tasks"
+        verdict = "same" if self.same else f"differs by {self.difference_points:+.4f} points, {where}"
+        inputs = {None: "", True: "; same feature files",
+                  False: "; other feature files than the record's (e.g. a rebuilt cache)"}[self.same_inputs]
         return f"{what}: {errors}: {verdict}{inputs}"
 
 
 def rerun(record: RunRecord, data_dir: Path, out_dir: Path | None = None, progress: bool = False) -> Comparison:
-    """Train ``record``'s configuration again, as a ``train`` job; write the new record under
+    """Train ``record``'s configuration again (a ``train`` job); write the new record under
     ``out_dir`` only when given, so a rerun never enters a board twice."""
     from .train import train
 
     if record.state != COMPLETE or record.test_err_mean is None or math.isnan(record.test_err_mean):
         raise ValueError(f"{record.run_id} is a {record.state} run with no test error to compare with")
     config = TrainConfig.from_dict(record.config)
-    result = train(config, data_dir, out_dir, progress=progress, tracking=Tracking(job_type="train"))
+    result = train(config, data_dir, out_dir, progress=progress)
     return Comparison(record, result.record)

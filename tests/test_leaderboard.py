@@ -379,7 +379,7 @@ def test_a_table_whose_runs_read_two_feature_caches_says_so_and_one_cache_says_n
     write(root, "m", make_record("stl", 1, {"a": 0.3}, dataset="other") | {"inputs": old})
     _, notices = build_leaderboard(root, tmp_path / "board", plots=False)
     board = (tmp_path / "board" / "synthetic.md").read_text()
-    assert "Inputs: these 4 final runs read 2 feature caches" in board
+    assert "Inputs: these 4 runs read 2 feature caches" in board
     assert [line for line in board.splitlines() if line.startswith("Inputs:")][0].count(" read cache ") == 2
     assert "3 read cache" in board and "1 read cache" in board
     assert any(notice.startswith("synthetic: Inputs:") for notice in notices)

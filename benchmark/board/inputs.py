@@ -32,6 +32,6 @@ def mixed_caches_line(runs: Sequence[RunRecord]) -> str:
     if len(counts) < 2:
         return ""
     parts = ", ".join(f"{n} read cache {digest}" for digest, n in counts.most_common())
-    return (f"Inputs: these {sum(counts.values())} final runs read {len(counts)} feature caches of the same "
+    return (f"Inputs: these {sum(counts.values())} runs read {len(counts)} feature caches of the same "
             f"backbone and images whose files differ (a rebuilt cache): {parts} (a digest of the files' SHA-256 "
             "in each record's `inputs.files`).")
