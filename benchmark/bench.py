@@ -482,7 +482,8 @@ def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job
 
     equal = {m for methods in runs["equal_methods"] for m in methods}
     methods = [m for m in plan.methods if m not in equal]
-    per_method = plan.trials * len(plan.search_seeds_at(train_ratio)) if job == SEARCH else len(plan.final_seeds)
+    runs_of = {m: plan.search_budget(m) * len(plan.search_seeds_at(train_ratio)) if job == SEARCH else len(plan.final_seeds)
+               for m in methods}
     seconds: dict[str, float] = {}
     measured = scaled = 0
     for method in methods:
@@ -493,11 +494,11 @@ def projected_hours(runs: pd.DataFrame, plan: SweepPlan, train_ratio: float, job
         seconds[method] = mean[0]
         measured, scaled = measured + mean[1], scaled + (not mean[1])
     if not seconds:
-        return float(per_method * len(methods)), math.nan, f"0/{len(methods)} methods run"
+        return float(sum(runs_of.values())), math.nan, f"0/{len(methods)} methods run"
     fallback = sum(seconds.values()) / len(seconds)
-    total = sum(per_method * seconds.get(m, fallback) for m in methods)
+    total = sum(runs_of[m] * seconds.get(m, fallback) for m in methods)
     basis = f"{measured}/{len(methods)} methods measured here" + (f", {scaled} scaled from another ratio" if scaled else "")
-    return float(per_method * len(methods)), total / 3600, basis
+    return float(sum(runs_of.values())), total / 3600, basis
 
 
 SELECTION_GRID = {"lam": (1e-4, 1e-3, 1e-2, 1e-1, 1.0), "hidden": (128, 256, 512, 1024)}

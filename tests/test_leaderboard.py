@@ -116,6 +116,31 @@ def test_broken_duplicate_and_superseded_records_are_reported(runs: Path, tmp_pa
     assert len(records.broken) == 2 and len(records.duplicates) == 1
 
 
+def test_runs_that_differ_only_in_a_lambda_that_weighs_nothing_are_one_configuration(tmp_path: Path) -> None:
+    """LAF-TF's lambda weighs nothing under its paper's layering: its old runs at inert lambdas and
+    a rerun (lam 0) of the same splits are one configuration, each split counted once (the latest),
+    and the table shows "-" for its lambda."""
+    root = tmp_path / "runs"
+    for seed, lam in ((1, 0.03), (2, 0.03), (3, 0.03), (1, 0.0), (2, 0.0)):
+        write(root, "m", make_record("laf_tf", seed, {"a": 0.2 + 0.01 * seed}, lam=lam)
+              | {"run_id": f"2026120{1 if lam == 0 else 0}T000000Z-s{seed}",
+                 "search_space": {"lam": {"low": 0.03, "high": 1.0, "log": True}} if lam else {}})
+    for seed in (1, 2):  # a method whose lambda weighs: another lambda is another configuration
+        write(root, "m", make_record("tucker", seed, {"a": 0.3}, lam=0.1))
+        write(root, "m", make_record("tucker", seed, {"a": 0.3}, lam=0.2))
+    _, notices = build_leaderboard(root, tmp_path / "board", plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv").set_index("method")
+    assert table.loc["laf_tf", "n_runs"] == 3 and table.loc["laf_tf", "seeds"] == "1 2 3"
+    assert math.isnan(table.loc["laf_tf", "lam"]) and table.loc["tucker", "lam"] == exactly(0.1)
+    assert pd.isna(table.loc["laf_tf", "at_edge"])  # an inert lambda at the edge of an old search is no edge
+    text = "\n".join(notices)
+    assert "synthetic laf_tf r0.5: 2 run(s) of a split already run" in text and "laf_tf r0.5: 2 run(s) of another" not in text
+    assert "synthetic tucker r0.5: 2 run(s) of another configuration (lam 0.2" in text
+    markdown = (tmp_path / "board" / "synthetic.md").read_text()
+    (row,) = [line for line in markdown.splitlines() if "| LAF-TF |" in line]
+    assert row.split(" | ")[-3] == "-" and 'Lambda "-": nothing' in markdown
+
+
 def test_rebuilding_gives_byte_identical_csvs_and_plots(runs: Path, tmp_path: Path) -> None:
     # Search trials at repeated lambdas: what a random bootstrap band would have drawn differently each time.
     trials = [(seed, 0.1, 0.5 + 0.07 * seed) for seed in range(6)] + [(seed, 0.01, 0.6 + 0.05 * seed) for seed in range(4)]

@@ -194,6 +194,21 @@ def test_laf_tf_weights_have_task_rank_at_most_k() -> None:
         assert torch.linalg.matrix_rank(task_matrix.detach()) <= 2
 
 
+def test_lambda_weighs_nothing_only_in_laf_tf_under_its_papers_layering() -> None:
+    """LAF-TF factorises its stacked layers and has no penalty on them: with nothing shared
+    (layers=all) any lambda trains the same network, which a sweep must not search (its 20
+    trials once re-trained 4 hidden sizes at inert lambdas)."""
+    inert = {(m, layers) for m in method_names() for layers in ("all", "head") if not method_class(m).weighs_lambda(layers)}
+    assert inert == {("laf_tf", "all")}
+    module, data = built_module(tiny_config("laf_tf", layers="all"))
+    batch = next(iter(data.train_dataloader()))
+    loss, cross_entropy, penalty = module.objective(batch)
+    assert penalty == 0 and loss == cross_entropy
+    head, _ = built_module(tiny_config("laf_tf", layers="head"))
+    (grad,) = torch.autograd.grad(head.penalty(), [head.network.hidden.weight])
+    assert head.penalty() > 0 and grad.abs().sum() > 0  # the shared layer is still weight-decayed
+
+
 def test_trace_norm_methods_recover_shared_structure_on_synthetic_data() -> None:
     """Few samples per task, tasks sharing one prototype: LAF and Tucker beat STL's best lambda."""
     def error(method: str, lam: float) -> float:

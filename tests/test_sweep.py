@@ -749,6 +749,30 @@ def test_a_method_searches_its_own_range_and_a_choice_at_an_edge_is_flagged(tmp_
         load_plan(write_plan(tmp_path / "bad", method_search={"nope": {}}))
 
 
+def test_a_lambda_that_weighs_nothing_is_not_searched_and_a_small_grid_runs_once_each(tmp_path: Path, capsys) -> None:
+    """LAF-TF under its paper's layering has no penalised layer: its 20 trials drew inert lambdas
+    and re-trained 4 hidden sizes. Now it searches hidden alone, each size once, and says lam 0."""
+    plan_dir = write_plan(tmp_path / "plans", methods="laf_tf", trials=5, final_seeds=[1],
+                          protocol={**TINY_PLAN["protocol"], "max_epochs": 1}, method_params={"laf_tf": {"prefit_epochs": 1}})
+    plan = load_plan(plan_dir)
+    assert [d.name for d in plan.search_space("laf_tf")] == ["hidden"] and plan.search_budget("laf_tf") == 2
+    assert plan.exhaustive("laf_tf") and plan.config("laf_tf", 0.5, seed=0, hidden=4).lam == 0.0
+    assert {d.name for d in plan.search_space("stl")} == {"lam", "hidden"} and plan.search_budget("stl") == 5
+    assert not plan.exhaustive("stl")
+    head = load_plan(write_plan(tmp_path / "head", methods="laf_tf", trials=5, protocol={**TINY_PLAN["protocol"], "layers": "head"}))
+    assert {d.name for d in head.search_space("laf_tf")} == {"lam", "hidden"}  # the shared layer is penalised
+    assert main(sweep_args(tmp_path, plan_dir)) == 0
+    out = capsys.readouterr().out
+    assert "lambda weighs nothing in laf_tf" in out and "laf_tf (2 points)" in out
+    searched = records(tmp_path / "runs", "sweep")
+    assert sorted(r["config"]["hidden"] for r in searched) == [4, 8]
+    assert all(r["config"]["lam"] == 0.0 and set(r["search_space"]) == {"hidden"} for r in searched)
+    (final,) = records(tmp_path / "runs", "final")
+    assert final["config"]["lam"] == 0.0
+    (studies,) = studies_of(plan, f"sqlite:///{tmp_path}/optuna.db")
+    assert studies.search_progress().done and studies.search_progress().complete == 2
+
+
 def test_the_search_objective_is_the_mean_over_the_search_splits_and_survives_a_lost_storage(tmp_path: Path) -> None:
     plan_dir = write_plan(tmp_path / "plans", methods="stl", trials=2, search_seeds=[0, 7], final_seeds=[1])
     assert main(sweep_args(tmp_path, plan_dir)) == 0

@@ -75,7 +75,7 @@ def _configuration(row: pd.Series) -> tuple[str, str]:
     """Lambda and hidden as chosen, each marked where it sits at an edge of its searched range."""
     edges = dict(part.split(" ") for part in _text(row.get("at_edge")).split(", ") if " " in part)
     lam, hidden = row.get("lam"), row.get("hidden")
-    lam_text = "" if lam is None or math.isnan(lam) else f"{lam:.3g}"
+    lam_text = "-" if lam is None or math.isnan(lam) else f"{lam:.3g}"  # "-": lambda weighed nothing
     hidden_text = "" if hidden is None or math.isnan(hidden) else f"{int(hidden)}"
     return (lam_text + (f" ({edges['lam']} edge)" if "lam" in edges else ""),
             hidden_text + (f" ({edges['hidden']} edge)" if "hidden" in edges else ""))
@@ -107,7 +107,9 @@ def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str], in
     header += ["lambda", "hidden", "note"]
     lines = [f"# {table_name(*key)}", "", AUTHORSHIP + " Test error: the mean over the tasks; mean (std) over the "
              "final splits. Differences are paired by split (a seed is the same split for every method): "
-             "negative means fewer errors, and the interval is a 95% t-interval over the shared splits.", ""]
+             "negative means fewer errors, and the interval is a 95% t-interval over the shared splits."
+             + (" Lambda \"-\": nothing in the method's loss is weighted by it (not searched)."
+                if (table["lam"].isna() & table["test_err_mean"].notna()).any() else ""), ""]
     lines += [inputs_line, ""] if inputs_line else []
     for ratio, part in table.groupby("train_ratio", sort=True):
         lines += [f"## Train ratio {ratio:g}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -83,18 +83,34 @@ def _val_err(runs: Sequence[RunRecord]) -> float:
     return _mean(values) if values else math.nan
 
 
-def _config_key(config: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+def weighs_lambda(record: RunRecord) -> bool:
+    """Whether lambda weighed anything in the run's loss (not for LAF-TF under its paper's
+    layering: every lambda trains the same network); a method no longer registered: assumed so."""
+    from ..methods import method_class, method_names
+
+    return record.method not in method_names() or method_class(record.method).weighs_lambda(record.config.get("layers", "all"))
 
 
-def _choose_configuration(runs: list[RunRecord]) -> tuple[list[RunRecord], list[list[RunRecord]]]:
-    """The runs of the configuration with the lowest mean validation error; the others."""
-    by_config: dict[str, list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        by_config[_config_key(run.config)].append(run)
-    ranked = sorted(by_config.items(), key=lambda item: (
+def _config_key(record: RunRecord) -> str:
+    """The configuration a run trained, less its split; a lambda that weighed nothing is left out,
+    so runs that differ in it alone are one configuration."""
+    dropped = {"seed"} if weighs_lambda(record) else {"seed", "lam"}
+    return json.dumps({k: v for k, v in record.config.items() if k not in dropped}, sort_keys=True)
+
+
+def _choose_configuration(runs: list[RunRecord]) -> tuple[list[RunRecord], list[list[RunRecord]], int]:
+    """The runs of the configuration with the lowest mean validation error (one per split: the
+    latest where a split ran twice, as a rerun under another study does); the other
+    configurations; how many repeated runs were left out."""
+    by_config: dict[str, dict[int, RunRecord]] = defaultdict(dict)
+    repeated = 0
+    for run in sorted(runs, key=lambda r: r.run_id):
+        repeated += run.seed in by_config[_config_key(run)]
+        by_config[_config_key(run)][run.seed] = run
+    groups = {key: sorted(by_seed.values(), key=lambda r: r.run_id) for key, by_seed in by_config.items()}
+    ranked = sorted(groups.items(), key=lambda item: (
         math.inf if math.isnan(_val_err(item[1])) else _val_err(item[1]), -len(item[1]), item[0]))
-    return ranked[0][1], [group for _, group in ranked[1:]]
+    return ranked[0][1], [group for _, group in ranked[1:]], repeated
 
 
 TableKey = tuple[str, str, str]  # (dataset, features, variant: "", "ablation" or "protocol<v>")
@@ -113,8 +129,10 @@ def table_key(record: RunRecord) -> TableKey:
 
 
 def at_edge(record: RunRecord) -> str:
-    """The searched values of a run's configuration at an edge of the range it was searched in."""
-    return ", ".join(search_edges(record.search_space or {}, record.config))
+    """The searched values of a run's configuration at an edge of the range it was searched in (not
+    a lambda that weighed nothing, which earlier sweeps searched)."""
+    space = {k: v for k, v in (record.search_space or {}).items() if k != "lam" or weighs_lambda(record)}
+    return ", ".join(search_edges(space, record.config))
 
 
 BASELINES = ("stl", "dmtl")  # the reference rows every table is paired against; no layering of their own
@@ -131,13 +149,16 @@ def _raw_rows(runs: Sequence[RunRecord], reference: Reference
     chosen_runs: dict[TableKey, list[RunRecord]] = defaultdict(list)
     notices = []
     for (dataset, features, variant, ratio, method), group in sorted(groups.items()):
-        chosen, superseded = _choose_configuration(group)
+        chosen, superseded, repeated = _choose_configuration(group)
         for other in superseded:
             notices.append(
                 f"{dataset} {method} r{ratio:g}: {len(other)} run(s) of another configuration (lam "
                 f"{other[0].config['lam']:.4g}, hidden {other[0].config['hidden']}) superseded by "
                 "one with lower validation error"
             )
+        if repeated:
+            notices.append(f"{dataset} {method} r{ratio:g}: {repeated} run(s) of a split already run in the same "
+                           "configuration left out (the latest run of each split counts)")
         errors = [r.test_err_mean for r in chosen]
         paper = reference.paper.get((dataset, features, ratio), {}).get(method, (math.nan, math.nan))
         first = chosen[0]
@@ -145,7 +166,8 @@ def _raw_rows(runs: Sequence[RunRecord], reference: Reference
             "dataset": dataset, "features": features, "train_ratio": ratio, "method": method,
             "layers": first.config.get("layers", "all"),
             "n_runs": len(chosen), "seeds": " ".join(str(s) for s in sorted(r.seed for r in chosen)),
-            "lam": round(first.config["lam"], DIGITS), "hidden": first.config["hidden"],
+            # NaN: lambda weighed nothing (the table shows "-")
+            "lam": round(first.config["lam"], DIGITS) if weighs_lambda(first) else math.nan, "hidden": first.config["hidden"],
             "at_edge": at_edge(first),
             # Optimiser steps per run: an epoch means a different amount of training in each code.
             "steps": _mean([r.steps for r in chosen]) if all(r.steps is not None for r in chosen) else math.nan,

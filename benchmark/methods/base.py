@@ -137,6 +137,9 @@ class MultiTaskModule(L.LightningModule):
     # papers run alike and which a shared hidden layer would turn into another model.
     other_layering: bool = True
     shares_hidden: bool = False  # hard sharing of the hidden layers (DMTL)
+    # Its stacked layers carry the coupling term. False: they are constrained another way (LAF-TF
+    # factorises them) and lambda weighs only the shared layers' Frobenius penalty, if any.
+    penalises_stacked_layers: bool = True
     # A baseline every table pairs the others with (vs STL, vs DMTL): a sweep of all methods runs
     # it first, so a board cut short still has the rows its comparisons need.
     reference: bool = False
@@ -195,10 +198,18 @@ class MultiTaskModule(L.LightningModule):
                 "shareable); use layers=all"
             )
 
+    @classmethod
+    def weighs_lambda(cls, layers: str) -> bool:
+        """Whether lambda weighs anything in the loss under the resolved ``layers``: the coupling
+        term of the stacked layers, or the Frobenius penalty of a shared layer (DMTL's, or any
+        method's hidden layer under ``layers=head``). False: every lambda trains the same network,
+        so a sweep does not search it (LAF-TF under its paper's layering)."""
+        return cls.penalises_stacked_layers or cls.shares_hidden or layers == "head"
+
     def penalty(self) -> torch.Tensor:
         """coupling + sum of ||W||_F^2 over the shared layers (lambda is applied by the caller)."""
-        return self.coupling() + sum((layer.weight.pow(2).sum() for layer in self.shared_layers()),
-                                     torch.zeros((), device=self.device))
+        shared = sum((layer.weight.pow(2).sum() for layer in self.shared_layers()), torch.zeros((), device=self.device))
+        return self.coupling() + shared if self.penalises_stacked_layers else shared
 
     def logged_state(self) -> dict[str, float]:
         """Method-specific values to log each epoch (e.g. learned flattening weights)."""

@@ -5,7 +5,8 @@ L (prod D x K) shared by all tasks and S (K x T) per task, so the task-axis flat
 at most K. As in the paper, L and S come from a truncated SVD of the weights of a short STL fit:
 K is the smallest rank whose relative Frobenius error is at most ``eps`` (default 0.1), unless a
 fixed ``rank`` is given. The stacked layers get no penalty; lambda weighs only the Frobenius
-penalty of a shared layer (``layers=head``).
+penalty of a shared layer (``layers=head``), so under the paper's layering (``all``: nothing
+shared) a sweep does not search lambda.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class SharedTaskFactors(nn.Module):
 
 @register("laf_tf")
 class LastAxisFactorisation(MultiTaskModule):
+    penalises_stacked_layers = False
     declared_parameters = (
         Parameter("eps", float, 0.1, "relative Frobenius error allowed when truncating to rank K", positive, "> 0"),
         Parameter("rank", int, None, "a fixed rank instead of the eps rule", at_least(1), ">= 1"),
@@ -83,9 +85,6 @@ class LastAxisFactorisation(MultiTaskModule):
                 optimiser.zero_grad()
                 task_losses(self.network(batch["x"]), batch["y"]).sum().backward()
                 optimiser.step()
-
-    def coupling(self) -> torch.Tensor:
-        return torch.zeros((), device=self.device)
 
     def logged_state(self) -> dict[str, float]:
         return {f"rank/layer{i}": float(f.rank) for i, f in enumerate(self.factors)}

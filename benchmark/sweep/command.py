@@ -359,6 +359,12 @@ def _announcement(job: SweepJob, workers: int, gpus: Sequence[str]) -> str:
         "objective: mean validation error over the search splits (seeds "
         + "; ".join(f"r{r:g}: {', '.join(map(str, plan.search_seeds_at(r)))}" for r in plan.train_ratios) + ")"
     )
+    grids = [f"{m} ({plan.search_budget(m)} points)" for m in plan.running_methods if plan.exhaustive(m)]
+    if grids and not plan.fixed:
+        searching += f"\n  every point once, no TPE, where the space is a grid within the budget: {', '.join(grids)}"
+    unweighted = [m for m in plan.running_methods if not plan.weighs_lambda(m)]
+    if unweighted and not plan.fixed:
+        searching += f"\n  lambda weighs nothing in {', '.join(unweighted)} (no penalised layer): not searched, recorded as 0"
     equal = "".join(f"\n  {method} = {same}: the same penalty on every stacked tensor of {plan.dataset_name}; "
                     f"{same} runs once for both" for method, same in plan.equal_to.items())
     return (

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,9 +239,33 @@ class SweepPlan:
         """The search splits at ``train_ratio``: more where the validation part is small."""
         return self.search_seeds_by_ratio.get(float(train_ratio), self.search_seeds)
 
+    def weighs_lambda(self, method: str) -> bool:
+        """Whether lambda weighs anything in ``method``'s loss under this plan's layering."""
+        layers = self.config(method, self.train_ratios[0], seed=self.search_seed).layers
+        return method_class(method).weighs_lambda(layers)
+
     def search_space(self, method: str) -> tuple[SearchDimension, ...]:
-        """The dimensions ``method`` searches: the plan's, with the method's own ranges over them."""
-        return self.method_search.get(method, self.search)
+        """The dimensions ``method`` searches: the plan's, with the method's own ranges over them,
+        less lambda where it weighs nothing (every value would train the same network)."""
+        space = self.method_search.get(method, self.search)
+        return space if self.weighs_lambda(method) else tuple(d for d in space if d.name != "lam")
+
+    def grid_size(self, method: str) -> int | None:
+        """How many configurations ``method``'s search space holds where every dimension is a list
+        of choices (1 for an empty space); None where one is a range."""
+        space = self.search_space(method)
+        return None if any(not d.choices for d in space) else math.prod(len(d.choices) for d in space)
+
+    def exhaustive(self, method: str) -> bool:
+        """Whether ``method``'s search visits every configuration of a finite space once (a grid
+        no larger than the trial budget) instead of drawing from it with TPE, which repeats points."""
+        size = self.grid_size(method)
+        return size is not None and 1 < size <= self.trials
+
+    def search_budget(self, method: str) -> int:
+        """The search trials of ``method``: the plan's, or the size of a smaller finite space."""
+        size = self.grid_size(method)
+        return self.trials if size is None else min(self.trials, size)
 
     def check(self) -> None:
         if not self.final_seeds:
@@ -285,10 +310,12 @@ class SweepPlan:
 
     def config(self, method: str, train_ratio: float, seed: int, **searched: Any) -> TrainConfig:
         values = {**self.protocol, **self.method_protocol.get(method, {}), "train_ratio": train_ratio}
-        return resolve_config(TrainConfig.from_dict(
+        config = resolve_config(TrainConfig.from_dict(
             {**values, **searched, "dataset": self.dataset, "method": method, "seed": seed,
              "method_params": dict(self.method_params.get(method, {}))}
         ))
+        # Where lambda weighs nothing the record says so (0) rather than keep an inert value.
+        return config if method_class(method).weighs_lambda(config.layers) else dataclasses.replace(config, lam=0.0)
 
     def with_coincidences(self, spec: NetworkSpec) -> SweepPlan:
         """The plan with ``equal_to`` set: each method whose training objective equals an earlier

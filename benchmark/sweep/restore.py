@@ -92,7 +92,7 @@ def _restore_search(studies: MethodStudies, records: Sequence[RunRecord], settle
     _add_in_order(study, recorded, {"fail_reason": LOST} if settled else {"skipped": LOST})
     if not settled:
         return 0
-    for _ in range(studies.plan.trials - len(study.get_trials(deepcopy=False))):
+    for _ in range(studies.budget - len(study.get_trials(deepcopy=False))):
         study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": LOST}))
     return len(study.get_trials(deepcopy=False)) - len(recorded)
 

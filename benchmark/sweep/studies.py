@@ -21,6 +21,7 @@ Only Optuna's public API is used, so a storage written by one Optuna version sta
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import warnings
@@ -244,13 +245,25 @@ class MethodStudies:
     def search_space(self) -> tuple[SearchDimension, ...]:
         return self.plan.search_space(self.method)
 
+    @property
+    def budget(self) -> int:
+        """The search trials: the plan's, or fewer where the space is a smaller grid."""
+        return self.plan.search_budget(self.method)
+
     def search_study(self, sampler_seed: int | None = None) -> optuna.Study:
+        sampler: optuna.samplers.BaseSampler
+        if self.plan.exhaustive(self.method):  # every point of a small grid once, none twice
+            # Trial k runs the k-th point of a shuffled grid: every worker must shuffle it alike.
+            grid_seed = int(hashlib.sha256(self.search_name.encode()).hexdigest()[:8], 16)
+            sampler = optuna.samplers.GridSampler({d.name: list(d.choices) for d in self.search_space}, seed=grid_seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=self.plan.n_startup_trials)
         return optuna.create_study(
             storage=self.storage,
             study_name=self.search_name,
             direction="minimize",
             load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=self.plan.n_startup_trials),
+            sampler=sampler,
             pruner=_pruner(dict(self.plan.pruner)),
         )
 
@@ -276,13 +289,13 @@ class MethodStudies:
             return None
 
     def search_progress(self) -> StudyProgress:
-        return study_progress(self.search_study(), self.plan.trials)
+        return study_progress(self.search_study(), self.budget)
 
     def progress(self) -> tuple[StudyProgress, StudyProgress | None]:
         """(search, finals) progress, reading the search study once: a watcher calls this for
         every method every few seconds, and each read of a study is a query of all its trials."""
         trials = self.search_study().get_trials(deepcopy=False)
-        search = trials_progress(trials, self.plan.trials)
+        search = trials_progress(trials, self.budget)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = self.best_trial() if self.plan.fixed else _best_of(complete)
         study = None if best is None else self.final_study(best, create=False)

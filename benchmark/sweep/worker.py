@@ -148,7 +148,7 @@ class Worker:
     def _step_search(self, studies: MethodStudies) -> str:
         study = self._sampler_study(studies)
         recover_all(study)
-        progress = study_progress(study, self.plan.trials)
+        progress = study_progress(study, studies.budget)
         if progress.can_start:
             self._run_one(study, lambda trial: self._search_objective(studies, trial))
             return "ran"
@@ -195,7 +195,7 @@ class Worker:
         on Office-Caltech, none for dslr), too few to tell configurations apart; more splits
         average that noise down. The pruner watches the first split only.
         """
-        claim(trial, self.plan.trials)
+        claim(trial, studies.budget)
         searched = {d.name: d.suggest(trial) for d in studies.search_space}
         errors = []
         seeds = self.plan.search_seeds_at(studies.train_ratio)
