@@ -23,8 +23,8 @@ from benchmark.nets import NetworkSpec
 from benchmark.records import read_records
 from benchmark.sweep.command import prepare, progress_bar, resolve_job, total_progress, worker_environment
 from benchmark.sweep.plan import SearchDimension, SweepJob, SweepPlan, edges, sweeps_dir
-from benchmark.sweep.studies import MethodStudies, open_storage, plan_studies, study_progress
-from benchmark.sweep.worker import Worker
+from benchmark.sweep.studies import MethodStudies, claim, open_storage, plan_studies, recover_interrupted, study_progress
+from benchmark.sweep.worker import Interrupted, Worker
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PLAN = {
@@ -771,6 +771,29 @@ def test_a_lambda_that_weighs_nothing_is_not_searched_and_a_small_grid_runs_once
     assert final["config"]["lam"] == 0.0
     (studies,) = studies_of(plan, f"sqlite:///{tmp_path}/optuna.db")
     assert studies.search_progress().done and studies.search_progress().complete == 2
+
+
+def test_a_grid_search_keeps_each_point_once_when_a_trial_is_queued_again(tmp_path: Path) -> None:
+    """Optuna's GridSampler failed the bookkeeping of a re-queued trial (KeyError 'grid_id')."""
+    plan = load_plan(write_plan(tmp_path / "plans", methods="laf_tf", trials=5, search={"hidden": [4, 6, 8]}))
+    studies = MethodStudies(plan, "laf_tf", 0.5, open_storage(f"sqlite:///{tmp_path}/optuna.db"))
+    ran = []
+
+    def objective(trial: optuna.Trial) -> float:
+        claim(trial, studies.budget)
+        ran.append(trial.suggest_categorical("hidden", [4, 6, 8]))
+        if len(ran) == 2:
+            raise Interrupted("SIGTERM")  # stopped mid-trial
+        return 0.1
+
+    studies.search_study().optimize(objective, n_trials=1)
+    with pytest.raises(Interrupted):
+        studies.search_study().optimize(objective, n_trials=1)
+    assert recover_interrupted(studies.search_study(), only_pid=os.getpid()) == [1]
+    for _ in range(2):
+        studies.search_study().optimize(objective, n_trials=1)
+    assert sorted(ran) == [4, 6, 6, 8] and ran[1] == ran[2]  # the retry re-ran its point; no point twice else
+    assert studies.search_progress().done and studies.search_progress().complete == 3
 
 
 def test_the_search_objective_is_the_mean_over_the_search_splits_and_survives_a_lost_storage(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ Only Optuna's public API is used, so a storage written by one Optuna version sta
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import os
 import socket
 import warnings
@@ -196,19 +196,43 @@ def trials_progress(trials: Sequence[FrozenTrial], budget: int) -> StudyProgress
     )
 
 
+def fresh_position(number: int, trials: Sequence[FrozenTrial]) -> int:
+    """The position of fresh trial ``number`` in its study: the fresh trials numbered below it."""
+    return sum(1 for t in trials if t.number < number and is_fresh(t) and t.state != TrialState.WAITING
+               and "skipped" not in t.user_attrs)
+
+
 def claim(trial: optuna.Trial, budget: int) -> int | None:
     """Mark the trial as this process's; return its fresh position (None for a retry)."""
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
     if "retry_of" in trial.user_attrs:
         return None
-    earlier = [
-        t for t in trial.study.get_trials(deepcopy=False)
-        if t.number < trial.number and is_fresh(t) and t.state != TrialState.WAITING and "skipped" not in t.user_attrs
-    ]
-    if len(earlier) >= budget:
+    position = fresh_position(trial.number, trial.study.get_trials(deepcopy=False))
+    if position >= budget:
         trial.set_user_attr("skipped", "budget already taken by other workers")
         raise SkippedTrial(f"trial {trial.number}: all {budget} positions are taken")
-    return len(earlier)
+    return position
+
+
+class GridByPosition(optuna.samplers.BaseSampler):
+    """Fresh trial k of a study runs point k of a grid, so a grid within the budget is searched
+    once per point, by any number of workers; a retry keeps its parameters (enqueued). Optuna's
+    GridSampler could not serve: its points are kept per trial in storage, and a retry, which has
+    none, fails its bookkeeping (KeyError 'grid_id')."""
+
+    def __init__(self, space: Sequence[SearchDimension]) -> None:
+        self.names = [d.name for d in space]
+        self.points = list(itertools.product(*(d.choices for d in space)))
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any) -> Any:
+        position = fresh_position(trial.number, study.get_trials(deepcopy=False))
+        return self.points[position % len(self.points)][self.names.index(param_name)]
 
 
 # ---- the studies of one method ---------------------------------------------------------------
@@ -253,9 +277,7 @@ class MethodStudies:
     def search_study(self, sampler_seed: int | None = None) -> optuna.Study:
         sampler: optuna.samplers.BaseSampler
         if self.plan.exhaustive(self.method):  # every point of a small grid once, none twice
-            # Trial k runs the k-th point of a shuffled grid: every worker must shuffle it alike.
-            grid_seed = int(hashlib.sha256(self.search_name.encode()).hexdigest()[:8], 16)
-            sampler = optuna.samplers.GridSampler({d.name: list(d.choices) for d in self.search_space}, seed=grid_seed)
+            sampler = GridByPosition(self.search_space)
         else:
             sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=self.plan.n_startup_trials)
         return optuna.create_study(
