@@ -21,7 +21,7 @@ from benchmark.cli import main
 from benchmark.methods import DivergedError
 from benchmark.nets import NetworkSpec
 from benchmark.records import read_records
-from benchmark.sweep.command import prepare, progress_bar, resolve_job, total_progress, worker_environment
+from benchmark.sweep.command import prepare, progress_bar, resolve_job, summary_rows, total_progress, worker_environment
 from benchmark.sweep.plan import SearchDimension, SweepJob, SweepPlan, edges, sweeps_dir
 from benchmark.sweep.studies import MethodStudies, claim, open_storage, plan_studies, recover_interrupted, study_progress
 from benchmark.sweep.worker import Interrupted, Worker
@@ -771,6 +771,8 @@ def test_a_lambda_that_weighs_nothing_is_not_searched_and_a_small_grid_runs_once
     assert final["config"]["lam"] == 0.0
     (studies,) = studies_of(plan, f"sqlite:///{tmp_path}/optuna.db")
     assert studies.search_progress().done and studies.search_progress().complete == 2
+    (row,) = summary_rows([studies])
+    assert row["lam"] is None and row["hidden"] in (4, 8) and row["trials"] == "2/0/0 of 2"  # the table shows "-"
 
 
 def test_a_grid_search_keeps_each_point_once_when_a_trial_is_queued_again(tmp_path: Path) -> None:

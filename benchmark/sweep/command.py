@@ -184,7 +184,8 @@ def summary_rows(studies: Sequence[MethodStudies]) -> list[dict[str, Any]]:
         }
         if best is not None:
             protocol = method_studies.plan.config(method_studies.method, method_studies.train_ratio, seed=0)
-            row.update({k: best.params.get(k, getattr(protocol, k)) for k in ("lam", "hidden")},
+            shown = ("lam", "hidden") if method_studies.plan.weighs_lambda(method_studies.method) else ("hidden",)
+            row.update({k: best.params.get(k, getattr(protocol, k)) for k in shown},  # lam "-": it weighs nothing
                        val_err=None if method_studies.plan.fixed else best.value,
                        edge=", ".join(edges(method_studies.search_space, best.params)))
             final_study = method_studies.final_study(best, create=False)
