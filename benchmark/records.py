@@ -108,6 +108,9 @@ class RunRecord:
     # The process's CPU time over the run, all its threads: what the run cost. Unlike the wall
     # time it is not lengthened by other work sharing the CPU (None in records before it was kept).
     cpu_time_s: float | None = None
+    # Torch's intra-op threads: floating-point sums run in another order under another count, so a
+    # run repeats to the last digit only at the same one (None in records before it was kept).
+    torch_threads: int | None = None
     # ---- results (complete runs) ----
     paper_layering: bool = True  # the layering of the method's paper; else an ablation
     selection: str | None = None  # best_val_acc_mean[, ties to the later epoch], or fixed_budget_last_epoch

@@ -54,6 +54,9 @@ class Comparison:
         verdict = "same" if self.same else f"differs by {self.difference_points:+.4f} points, {where}"
         inputs = {None: "", True: "; same feature files",
                   False: "; other feature files than the record's (e.g. a rebuilt cache)"}[self.same_inputs]
+        threads = r.torch_threads, self.rerun.torch_threads
+        if None not in threads and threads[0] != threads[1]:
+            inputs += f"; {threads[1]} torch thread(s) now, {threads[0]} then (another count may sum in another order)"
         return f"{what}: {errors}: {verdict}{inputs}"
 
 

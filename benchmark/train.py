@@ -345,6 +345,7 @@ def _results(
         "method_state": module.logged_state(),
         "wall_time_s": round(wall_time, 3),
         "cpu_time_s": round(cpu_time, 3),
+        "torch_threads": torch.get_num_threads(),
         "git_rev": git_revision(),
         "versions": package_versions(),
     }

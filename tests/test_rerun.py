@@ -27,6 +27,12 @@ def test_a_record_reruns_to_the_same_test_error_and_a_tampered_one_is_reported(t
     assert main(["rerun", str(tampered), str(record), "--out", str(tmp_path / "again"), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "differs by -1.0000 points, though no task does: the record's mean is not the mean of its tasks" in out and "1 of 2 rerun(s) gave the recorded test error; 1 differ" in out
+    assert "torch thread" not in out  # the same thread count: nothing to say
+    # A run under another thread count sums in another order: said beside the verdict.
+    values["torch_threads"] = values["torch_threads"] + 1
+    tampered.write_text(json.dumps(values))
+    assert main(["rerun", str(tampered), "--no-progress"]) == 1
+    assert f"thread(s) now, {values['torch_threads']} then (another count may sum" in capsys.readouterr().out
     assert len(list((tmp_path / "again").rglob("*.json"))) == 2
 
 
