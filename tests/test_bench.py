@@ -103,6 +103,12 @@ def test_time_to_leaderboard_is_projected_from_each_methods_mean_run_time(tmp_pa
                                                         "1/3 methods measured here, 1 scaled from another ratio")
     runs["equal_methods"] = [(), (), ("gttn_a",), ()]  # gttn_a equals tucker here: never run, never planned
     assert projected_hours(runs, plan, 0.5, "sweep") == (8.0, 4 * 40 / 3600, "2/2 methods measured here")
+    # A method searching a grid smaller than the budget plans one trial per point: LAF-TF's 2 sizes.
+    (plans / "default.yaml").write_text(yaml.safe_dump({
+        "methods": "stl,laf_tf", "trials": 4, "search_seeds": [0], "final_seeds": [1, 2],
+        "search": {"lam": {"low": 1e-3, "high": 1.0, "log": True}, "hidden": [4, 8]}}))
+    grid_plan = SweepPlan.load("synthetic", plans)
+    assert projected_hours(runs, grid_plan, 0.5, "sweep")[0] == 4 + 2
 
 
 def test_cost_lists_every_ratio_of_the_plan_run_yet_or_not(tmp_path: Path) -> None:
