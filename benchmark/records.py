@@ -108,8 +108,8 @@ class RunRecord:
     # The process's CPU time over the run, all its threads: what the run cost. Unlike the wall
     # time it is not lengthened by other work sharing the CPU (None in records before it was kept).
     cpu_time_s: float | None = None
-    # Torch's intra-op threads: floating-point sums run in another order under another count, so a
-    # run repeats to the last digit only at the same one (None in records before it was kept).
+    # Torch's intra-op threads: another count may sum in another order, so a rerun that differs in
+    # the last digits can be told apart from one on other code (None in records before it was kept).
     torch_threads: int | None = None
     # ---- results (complete runs) ----
     paper_layering: bool = True  # the layering of the method's paper; else an ablation
