@@ -571,7 +571,13 @@ def _t_half_width(values: list[float]) -> float:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    """The CPU (model and the vector instructions torch dispatches to), the threads and torch: what
+    another reader needs before comparing a time with one of theirs."""
+    from .records import machine_description
+
+    described = machine_description()
+    return (f"{described['cpu']} ({platform.machine()}, {described['cpu_capability']}), "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
 # ---- the summary ---------------------------------------------------------------------------

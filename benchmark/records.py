@@ -111,6 +111,10 @@ class RunRecord:
     # Torch's intra-op threads: another count may sum in another order, so a rerun that differs in
     # the last digits can be told apart from one on other code (None in records before it was kept).
     torch_threads: int | None = None
+    # The machine that ran it (``machine_description``): another CPU's kernels may round otherwise,
+    # so a rerun that differs in the last digits on other hardware is told apart from one on other
+    # code (None in records before it was kept).
+    machine: dict[str, Any] | None = None
     # ---- results (complete runs) ----
     paper_layering: bool = True  # the layering of the method's paper; else an ablation
     selection: str | None = None  # best_val_acc_mean[, ties to the later epoch], or fixed_budget_last_epoch
@@ -310,6 +314,34 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def machine_description(device: str = "cpu") -> dict[str, Any]:
+    """The hardware a run's arithmetic ran on: the CPU's model, the vector instructions torch's CPU
+    kernels dispatch to (``AVX2``, ``AVX512``, ...), the logical CPUs, and the GPU's name when the
+    run used one (``device`` "cuda"). Two machines with another instruction set, or another BLAS
+    blocking, round a sum otherwise; a run that drifts from its record after many epochs on the
+    same code and inputs is usually that."""
+    import torch
+
+    described: dict[str, Any] = {"cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                 "logical_cpus": os.cpu_count()}
+    if device == "cuda" and torch.cuda.is_available():
+        described["gpu"] = torch.cuda.get_device_name()
+    return described
+
+
+@cache
+def _cpu_model() -> str:
+    """The ``model name`` of /proc/cpuinfo (Linux), else what the platform reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def new_run_id(seed: int) -> str:

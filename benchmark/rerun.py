@@ -57,7 +57,26 @@ class Comparison:
         threads = r.torch_threads, self.rerun.torch_threads
         if None not in threads and threads[0] != threads[1]:
             inputs += f"; {threads[1]} torch thread(s) now, {threads[0]} then (another count may sum in another order)"
-        return f"{what}: {errors}: {verdict}{inputs}"
+        return f"{what}: {errors}: {verdict}{inputs}{self._machines()}"
+
+    def _machines(self) -> str:
+        """Where the two ran, when that may explain a difference: another CPU, or a record that
+        does not say (it predates the field, and may have run on another machine)."""
+        then, now = self.record.machine, self.rerun.machine
+        if then is None:
+            return "" if self.same else "; the record does not say which machine ran it"
+        if then == now:
+            return ""
+        return f"; another machine now ({_machine(now)}) than then ({_machine(then)}: its kernels may round otherwise)"
+
+
+def _machine(described: dict | None) -> str:
+    if not described:
+        return "unknown"
+    parts = [described.get("cpu", "unknown CPU"), described.get("cpu_capability", "")]
+    if "gpu" in described:
+        parts.append(described["gpu"])
+    return ", ".join(p for p in parts if p)
 
 
 def rerun(record: RunRecord, data_dir: Path, out_dir: Path | None = None, progress: bool = False) -> Comparison:

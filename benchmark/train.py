@@ -30,6 +30,7 @@ from .records import (
     RecordWriteError,
     RunRecord,
     git_revision,
+    machine_description,
     metric_key,
     new_run_id,
     package_versions,
@@ -346,6 +347,7 @@ def _results(
         "wall_time_s": round(wall_time, 3),
         "cpu_time_s": round(cpu_time, 3),
         "torch_threads": torch.get_num_threads(),
+        "machine": machine_description(module.device.type),
         "git_rev": git_revision(),
         "versions": package_versions(),
     }

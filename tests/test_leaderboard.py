@@ -409,3 +409,23 @@ def test_a_table_whose_runs_read_two_feature_caches_says_so_and_one_cache_says_n
     assert "3 read cache" in board and "1 read cache" in board
     assert any(notice.startswith("synthetic: Inputs:") for notice in notices)
     assert "Inputs:" not in (tmp_path / "board" / "other.md").read_text()
+
+
+def test_a_table_whose_runs_ran_on_two_machines_says_so_and_one_machine_says_nothing(tmp_path: Path) -> None:
+    """Runs from two CPUs are counted per machine, with the records too old to say; one CPU (or
+    none named) adds no line."""
+    root = tmp_path / "runs"
+    here = {"cpu": "CPU A", "cpu_capability": "AVX2", "logical_cpus": 2}
+    there = {"cpu": "CPU B", "cpu_capability": "AVX512", "logical_cpus": 64}
+    for seed in (1, 2):
+        write(root, "m", make_record("stl", seed, {"a": 0.3}) | {"machine": here})
+    write(root, "m", make_record("dmtl", 1, {"a": 0.2}) | {"machine": there})
+    write(root, "m", make_record("dmtl", 2, {"a": 0.2}))
+    write(root, "m", make_record("stl", 1, {"a": 0.3}, dataset="other") | {"machine": here})
+    write(root, "m", make_record("dmtl", 1, {"a": 0.3}, dataset="other"))
+    _, notices = build_leaderboard(root, tmp_path / "board", plots=False)
+    board = (tmp_path / "board" / "synthetic.md").read_text()
+    assert ("Machines: these runs ran on 2 machines, whose kernels may round otherwise: 2 on CPU A, AVX2; "
+            "1 on CPU B, AVX512; 1 older record(s) do not say") in board
+    assert any(notice.startswith("synthetic: Machines:") for notice in notices)
+    assert "Machines:" not in (tmp_path / "board" / "other.md").read_text()

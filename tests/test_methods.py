@@ -19,7 +19,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TINY = {"n_tasks": 3, "n_features": 6, "n_classes": 3, "samples_per_task": 30}
 RECORD_KEYS = {
     "dataset", "method", "config", "seed", "selected_epoch", "selection", "tasks", "val_acc_mean",
-    "test_err_mean", "wall_time_s", "cpu_time_s", "torch_threads", "git_rev", "versions",
+    "test_err_mean", "wall_time_s", "cpu_time_s", "torch_threads", "machine", "git_rev", "versions",
 }
 
 

@@ -33,6 +33,19 @@ def test_a_record_reruns_to_the_same_test_error_and_a_tampered_one_is_reported(t
     tampered.write_text(json.dumps(values))
     assert main(["rerun", str(tampered), "--no-progress"]) == 1
     assert f"thread(s) now, {values['torch_threads']} then (another count may sum" in capsys.readouterr().out
+    # Another CPU rounds otherwise: said, naming both; a record older than the field says nothing of it.
+    assert values["machine"]["cpu_capability"]  # what torch's kernels dispatched to here
+    values["torch_threads"] -= 1
+    values["machine"] = {**values["machine"], "cpu": "Other CPU 9000", "cpu_capability": "AVX512"}
+    tampered.write_text(json.dumps(values))
+    assert main(["rerun", str(tampered), "--no-progress"]) == 1
+    assert "another machine now (" in (out := capsys.readouterr().out) and "than then (Other CPU 9000, AVX512: its kernels" in out
+    del values["machine"]
+    tampered.write_text(json.dumps(values))
+    assert main(["rerun", str(tampered), "--no-progress"]) == 1
+    assert "; the record does not say which machine ran it" in capsys.readouterr().out
+    assert main(["rerun", str(record), "--no-progress"]) == 0
+    assert "machine" not in capsys.readouterr().out  # the same machine, the same result: nothing to say
     assert len(list((tmp_path / "again").rglob("*.json"))) == 2
 
 

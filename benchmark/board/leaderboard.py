@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..records import FINAL, SEARCH, read_records
 from .plots import draw_plots, draw_validation_curves
-from .inputs import mixed_caches_line
+from .inputs import mixed_caches_line, mixed_machines_line
 from .markdown import board_markdown, summary_markdown
 from .tables import REFERENCE_DIR, Reference, method_rows, summary_table, table_name, write_csv
 
@@ -15,7 +15,7 @@ from .tables import REFERENCE_DIR, Reference, method_rows, summary_table, table_
 def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINAL,), plots: bool = True,
                       reference_dir: Path = REFERENCE_DIR, main_runs_dir: Path | None = None) -> tuple[list[Path], list[str]]:
     """Write every CSV (and plot) of the leaderboard; return the files written and the notices
-    (broken or duplicate records skipped, configurations superseded, feature caches mixed). ``main_runs_dir``: the main
+    (broken or duplicate records skipped, configurations superseded, feature caches or machines mixed). ``main_runs_dir``: the main
     board's records, which a plan variant's tables are paired with (:func:`method_rows`)."""
     records = read_records(runs_dir, jobs)
     reference = Reference.read(reference_dir)
@@ -27,10 +27,9 @@ def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINA
         path = out_dir / f"{table_name(*key)}.csv"
         write_csv(table, path)
         markdown = path.with_suffix(".md")
-        inputs_line = mixed_caches_line(chosen_runs[key])
-        if inputs_line:
-            notices.append(f"{table_name(*key)}: {inputs_line}")
-        markdown.write_text(board_markdown(key, table, reference.names, inputs_line))
+        provenance = [line for line in (mixed_caches_line(chosen_runs[key]), mixed_machines_line(chosen_runs[key])) if line]
+        notices += [f"{table_name(*key)}: {line}" for line in provenance]
+        markdown.write_text(board_markdown(key, table, reference.names, "\n\n".join(provenance)))
         written += [path, markdown]
     if tables:
         write_csv(summary_table(tables), out_dir / "summary.csv")

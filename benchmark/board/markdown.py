@@ -95,9 +95,10 @@ def _verdict(part: pd.DataFrame, names: dict[str, str]) -> str:
     return f"Best mean: {name}, tied with {other} ({interval} points, 95% interval, contains 0)."
 
 
-def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str], inputs_line: str = "") -> str:
-    """One table's rows, a section per train ratio, methods by their display names; ``inputs_line``
-    (where its runs read more than one feature cache) under the heading."""
+def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str], provenance: str = "") -> str:
+    """One table's rows, a section per train ratio, methods by their display names; ``provenance``
+    (where its runs read more than one feature cache, or ran on more than one machine) under the
+    heading."""
     variant = "vs_main_pts" in table.columns
     paper = "paper_test_err_mean" in table.columns
     header = ["rank", "method", "layers", "test error % (std)", "vs STL, points (95% interval)", "splits won vs STL",
@@ -110,7 +111,7 @@ def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str], in
              "negative means fewer errors, and the interval is a 95% t-interval over the shared splits."
              + (" Lambda \"-\": nothing in the method's loss is weighted by it (not searched)."
                 if (table["lam"].isna() & table["test_err_mean"].notna()).any() else ""), ""]
-    lines += [inputs_line, ""] if inputs_line else []
+    lines += [provenance, ""] if provenance else []
     for ratio, part in table.groupby("train_ratio", sort=True):
         lines += [f"## Train ratio {ratio:g}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, row in part.iterrows():
