@@ -13,7 +13,7 @@ from typing import Any
 from .data.source import DEFAULT_BACKBONE
 from .sweep.launcher import LAUNCHERS
 from .config import DATA_DIR_VARIABLE, EPOCHS, LAYERINGS, TrainConfig, default_data_dir, parse_assignments
-from .records import RecordWriteError, RunRecord, ensure_writable
+from .records import RecordWriteError, RunRecord, ensure_writable, git_revision
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -561,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    git_revision()  # fixed now, before anything runs: the records name the code this process imported
     if getattr(args, "data_dir", "absent") is None:  # resolved once, here: $BENCHMARK_DATA_DIR or datasets/
         args.data_dir = default_data_dir()
     return args.handler(args)

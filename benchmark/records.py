@@ -292,10 +292,14 @@ def _describe(hint: Any) -> str:
 # ---- provenance ------------------------------------------------------------------------------------
 
 
+@cache
 def git_revision() -> str:
     """The checkout's commit, with ``-dirty`` when tracked files outside ``results/`` differ from it;
     ``unknown`` outside git. The suite's own output (new records, rebuilt tables) is not a change
-    to the code that produced a run: counting it marked 462 of 475 committed records dirty."""
+    to the code that produced a run: counting it marked 462 of 475 committed records dirty.
+
+    Asked once a process (``mtlbench`` asks at its start): the code the process imported. A sweep
+    worker runs for hours; asked at each record, it wrote the commit made meanwhile, not its own."""
     root = Path(__file__).resolve().parents[1]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)

@@ -127,6 +127,14 @@ def test_git_rev_is_dirty_only_when_tracked_code_differs(tmp_path: Path) -> None
     with open(clone / "benchmark" / "config.py", "a") as source:
         source.write("\n# a local change\n")
     assert revision() == f"{head}-dirty"
+    # A process keeps the revision it started with: a commit made while it runs is not its code.
+    during = [sys.executable, "-S", "-c", "import subprocess, sys; sys.path.insert(0, '.'); "
+              "from benchmark.records import git_revision; before = git_revision(); "
+              "subprocess.run(['git', '-c', 'user.name=test', '-c', 'user.email=test@example.org', 'commit', '-qam', 'meanwhile'], check=True); "
+              "print(before, git_revision())"]
+    before, after = subprocess.run(during, cwd=clone, capture_output=True, text=True, check=True).stdout.split()
+    assert before == after == f"{head}-dirty"
+    assert revision() not in (head, f"{head}-dirty")  # a new process names the new commit
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
