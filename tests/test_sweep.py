@@ -464,6 +464,7 @@ def test_pruned_trials_are_pruned_not_failed(tmp_path: Path) -> None:
     assert study_progress(studies.search_study(), 4).settled == 4
     pruned = read_records(tmp_path / "runs", ("sweep",), states=("pruned",)).runs
     assert sorted(r.trial for r in pruned) == [t.number for t in trials if t.state == TrialState.PRUNED]
+    assert all(r.machine and r.machine["cpu_capability"] and r.torch_threads >= 1 for r in pruned)  # where they ran
     # A storage rebuilt from the records: the same states, parameters and reported errors.
     (tmp_path / "optuna.db").unlink()
     (restored,) = prepare(job_of(plan, url, tmp_path / "runs"), report=lambda line: None)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import optuna
+import torch
 from optuna.trial import FrozenTrial
 
 from ..config import TrainConfig
@@ -32,6 +33,7 @@ from ..records import (
     RecordWriteError,
     RunRecord,
     git_revision,
+    machine_description,
     metric_key,
     new_run_id,
     package_versions,
@@ -281,7 +283,9 @@ class Worker:
             study=trial.study.study_name, trial=trial.number, storage=storage_label(self.storage_url),
             reported_errors={str(epoch): value for epoch, value in sorted(frozen.intermediate_values.items())},
             wall_time_s=round(wall_time, 3), cpu_time_s=round(cpu_time, 3), git_rev=git_revision(),
-            versions=package_versions(),
+            versions=package_versions(), torch_threads=torch.get_num_threads(),
+            # where the trial ran: train()'s accelerator "auto" takes the GPU when there is one
+            machine=machine_description("cuda" if torch.cuda.is_available() else "cpu"),
         )
         path = record.write(record_path(self.out_dir, record.dataset, config.method, record.run_id))
         trial.set_user_attr("record", str(path))
