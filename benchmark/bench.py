@@ -573,11 +573,9 @@ def _t_half_width(values: list[float]) -> float:
 def machine() -> str:
     """The CPU (model and the vector instructions torch dispatches to), the threads and torch: what
     another reader needs before comparing a time with one of theirs."""
-    from .records import machine_description
+    from .records import machine_description, machine_label
 
-    described = machine_description()
-    return (f"{described['cpu']} ({platform.machine()}, {described['cpu_capability']}), "
-            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    return f"{machine_label(machine_description())} ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 # ---- the summary ---------------------------------------------------------------------------

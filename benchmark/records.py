@@ -324,8 +324,8 @@ def machine_description(device: str = "cpu") -> dict[str, Any]:
     """The hardware a run's arithmetic ran on: the CPU's model, the vector instructions torch's CPU
     kernels dispatch to (``AVX2``, ``AVX512``, ...), the logical CPUs, and the GPU's name when the
     run used one (``device`` "cuda"). Two machines with another instruction set, or another BLAS
-    blocking, round a sum otherwise; a run that drifts from its record after many epochs on the
-    same code and inputs is usually that."""
+    blocking, round a sum otherwise, so a run on the same code and inputs can drift from its record
+    over many epochs there."""
     import torch
 
     described: dict[str, Any] = {"cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -333,6 +333,14 @@ def machine_description(device: str = "cpu") -> dict[str, Any]:
     if device == "cuda" and torch.cuda.is_available():
         described["gpu"] = torch.cuda.get_device_name()
     return described
+
+
+def machine_label(described: Mapping[str, Any] | None) -> str | None:
+    """``CPU model, AVX2[, GPU]``: a record's ``machine`` in a sentence (None: a record older than
+    the field)."""
+    if not described:
+        return None
+    return ", ".join(str(described[key]) for key in ("cpu", "cpu_capability", "gpu") if described.get(key))
 
 
 @cache

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
-from .records import COMPLETE, RunRecord
+from .records import COMPLETE, RunRecord, machine_label
 
 
 @dataclass(frozen=True)
@@ -67,16 +67,8 @@ class Comparison:
             return "" if self.same else "; the record does not say which machine ran it"
         if then == now:
             return ""
-        return f"; another machine now ({_machine(now)}) than then ({_machine(then)}: its kernels may round otherwise)"
-
-
-def _machine(described: dict | None) -> str:
-    if not described:
-        return "unknown"
-    parts = [described.get("cpu", "unknown CPU"), described.get("cpu_capability", "")]
-    if "gpu" in described:
-        parts.append(described["gpu"])
-    return ", ".join(p for p in parts if p)
+        return (f"; another machine now ({machine_label(now) or 'unknown'}) than then ({machine_label(then)}: its "
+                "kernels may round otherwise)")
 
 
 def rerun(record: RunRecord, data_dir: Path, out_dir: Path | None = None, progress: bool = False) -> Comparison:

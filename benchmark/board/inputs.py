@@ -15,7 +15,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 
-from ..records import RunRecord
+from ..records import RunRecord, machine_label
 
 DIGEST_CHARS = 8  # enough to tell a handful of caches apart in a sentence
 
@@ -40,17 +40,9 @@ def mixed_caches_line(runs: Sequence[RunRecord]) -> str:
             "in each record's `inputs.files`).")
 
 
-def machine_name(run: RunRecord) -> str | None:
-    """The CPU model, the vector instructions torch dispatched to and the GPU, if any (None: a
-    record older than the field)."""
-    if not run.machine:
-        return None
-    return ", ".join(str(run.machine[key]) for key in ("cpu", "cpu_capability", "gpu") if run.machine.get(key))
-
-
 def mixed_machines_line(runs: Sequence[RunRecord]) -> str:
     """A sentence for the table when the runs that name their machine name more than one; else ""."""
-    counts = Counter(name for run in runs if (name := machine_name(run)) is not None)
+    counts = Counter(name for run in runs if (name := machine_label(run.machine)) is not None)
     if len(counts) < 2:
         return ""
     parts = "; ".join(f"{n} on {name}" for name, n in counts.most_common())
