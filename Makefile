@@ -54,9 +54,7 @@ sweep: ## Optuna sweep + final runs: DATASET=name|folder PLAN= FEATURES= BACKBON
 
 leaderboard: ## tables and plots in results/leaderboard/ from results/runs/; plan variants' apart; calibration curves
 	$(BIN)/mtlbench leaderboard
-	@for runs in $(wildcard results/variants/*_*); do \
-		if ! grep -rlq --include='*.json' '"job": "final"' $$runs; then echo "$$runs: no final runs yet, no table"; continue; fi; \
-		$(BIN)/mtlbench leaderboard --runs $$runs --main-runs results/runs --out results/leaderboard/$$(basename $$runs) || exit 1; done
+	$(BIN)/mtlbench leaderboard --variants results/variants
 	@if [ -d results/calibration ]; then $(BIN)/mtlbench curves; fi
 
 dashboard: ## optuna-dashboard on the sweep storage: STORAGE= PORT= (default sqlite:///results/optuna.db, 8080)

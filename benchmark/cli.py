@@ -223,6 +223,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace) -> int:
     from .board.leaderboard import build_leaderboard
 
+    if args.variants is not None:
+        return _variant_leaderboards(args)
     if not args.runs.is_dir():
         print(f"mtlbench leaderboard: no run records at {args.runs} (run `make sweep` first)", file=sys.stderr)
         return 2
@@ -241,6 +243,38 @@ def _leaderboard(args: argparse.Namespace) -> int:
         print("mean test error % (std over seeds); the best in bold where its paired 95% interval against the "
               "runner-up excludes 0, else tied\n\n" + summary.read_text())
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _variant_leaderboards(args: argparse.Namespace) -> int:
+    """Each plan variant's records (``<variants>/<dataset>_<plan>``) tabulated apart under
+    ``<out>/<dataset>_<plan>``, paired with the main board (``--runs``); where the variant's plan
+    names ``paired_with``, also under ``<out>/<dataset>_<plan>/vs_<other>``, paired with that
+    variant's runs (e.g. a budget against the same weighting's shorter one)."""
+    from .board.leaderboard import build_leaderboard
+    from .board.tables import MAIN_BOARD
+    from .sweep.plan import paired_variant, sweeps_dir
+
+    if not args.variants.is_dir() or not args.runs.is_dir():
+        missing = args.variants if not args.variants.is_dir() else args.runs
+        print(f"mtlbench leaderboard: no records at {missing} (run `make sweep` first)", file=sys.stderr)
+        return 2
+    plans = {f"{f.parent.name}_{f.stem}": (f.parent.name, f.stem) for f in sweeps_dir().glob("*/*.yaml")}
+    for folder in sorted(p for p in args.variants.iterdir() if p.is_dir()):
+        pairings = [(args.runs, MAIN_BOARD, args.out / folder.name)]
+        if folder.name in plans and (other := paired_variant(*plans[folder.name])):
+            pairings.append((args.variants / f"{plans[folder.name][0]}_{other}", f"the {other} variant",
+                             args.out / folder.name / f"vs_{other}"))
+        for main_runs, main_name, out in pairings:
+            if not main_runs.is_dir():
+                print(f"mtlbench leaderboard: {folder}: no records of {main_name} at {main_runs} to pair with", file=sys.stderr)
+                continue
+            written, notices = build_leaderboard(folder, out, jobs=_comma_list(args.jobs), plots=not args.no_plots,
+                                                 reference_dir=args.reference, main_runs_dir=main_runs, main_name=main_name)
+            for notice in notices:
+                print(f"mtlbench leaderboard: {folder.name}: {notice}", file=sys.stderr)
+            print(f"{folder}: " + (f"{len(written)} files in {out}, paired with {main_name}" if written
+                                   else f"no records of job(s) {args.jobs} yet, no table"))
     return 0
 
 
@@ -513,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--main-runs", type=Path,
                        help="the main board's records (results/runs) for a plan variant's --runs: each row is paired "
                        "with the same method there (vs_main_* columns), and a variant without STL or DMTL gets theirs")
+    board.add_argument("--variants", type=Path, metavar="DIR",
+                       help="instead of one board: every plan variant's records under DIR (results/variants), each "
+                       "tabulated in <out>/<dataset>_<plan>, paired with --runs (the main board) and, where its plan "
+                       "names paired_with, with that variant too (<out>/<dataset>_<plan>/vs_<other>)")
     board.set_defaults(handler=_leaderboard)
 
     curves = commands.add_parser("curves", help="validation accuracy per epoch of every run, one figure per dataset")

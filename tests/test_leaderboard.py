@@ -429,3 +429,32 @@ def test_a_table_whose_runs_ran_on_two_machines_says_so_and_one_machine_says_not
             "1 on CPU B, AVX512; 1 older record(s) do not say") in board
     assert any(notice.startswith("synthetic: Machines:") for notice in notices)
     assert "Machines:" not in (tmp_path / "board" / "other.md").read_text()
+
+
+def test_make_leaderboard_tabulates_each_variant_and_pairs_it_with_the_variant_its_plan_names(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """`mtlbench leaderboard --variants`: every variant against the main board, and one whose plan
+    names paired_with (a longer budget, say) against that variant's runs too, labelled as such."""
+    monkeypatch.chdir(tmp_path)
+    plans = tmp_path / "sweeps" / "synthetic"
+    plans.mkdir(parents=True)
+    (plans / "short.yaml").write_text("methods: [tucker]\n")
+    (plans / "long.yaml").write_text("methods: [tucker]\npaired_with: short\n")
+    main_runs, variants, board = tmp_path / "runs", tmp_path / "variants", tmp_path / "board"
+    for seed, (stl, tucker, short, long) in enumerate(((0.30, 0.26, 0.25, 0.22), (0.32, 0.29, 0.27, 0.25)), start=1):
+        write(main_runs, "m", make_record("stl", seed, {"a": stl}))
+        write(main_runs, "m", make_record("tucker", seed, {"a": tucker}))
+        write(variants / "synthetic_short", "m", make_record("tucker", seed, {"a": short}))
+        write(variants / "synthetic_long", "m", make_record("tucker", seed, {"a": long}))
+    write(variants / "synthetic_unfinished", "m", make_record("tucker", 0, {"a": 0.3}, job="sweep"))
+    assert main(["leaderboard", "--runs", str(main_runs), "--variants", str(variants), "--out", str(board), "--no-plots"]) == 0
+    against_main = pd.read_csv(board / "synthetic_long" / "synthetic.csv").set_index("method")
+    assert float(against_main.loc["tucker", "vs_main_pts"]) == exactly(-4.0)  # -4, -4 against the main board's tucker
+    assert set(against_main["paired_with"]) == {"the main board"}
+    against_short = pd.read_csv(board / "synthetic_long" / "vs_short" / "synthetic.csv").set_index("method")
+    assert float(against_short.loc["tucker", "vs_main_pts"]) == exactly(-2.5)  # -3, -2 against the short variant's
+    assert against_short.loc["tucker", "beats_main"] == "2/2" and set(against_short["paired_with"]) == {"the short variant"}
+    assert "| vs the short variant's run, points (95% interval) |" in (board / "synthetic_long" / "vs_short" / "synthetic.md").read_text()
+    assert "vs the main board's run" in (board / "synthetic_short" / "synthetic.md").read_text()
+    assert not (board / "synthetic_short" / "vs_long").exists() and not (board / "synthetic_unfinished").exists()
+    assert "synthetic_unfinished: no records of job(s) final yet, no table" in capsys.readouterr().out

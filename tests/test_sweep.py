@@ -22,7 +22,7 @@ from benchmark.methods import DivergedError
 from benchmark.nets import NetworkSpec
 from benchmark.records import read_records
 from benchmark.sweep.command import prepare, progress_bar, resolve_job, summary_rows, total_progress, worker_environment
-from benchmark.sweep.plan import SearchDimension, SweepJob, SweepPlan, edges, sweeps_dir
+from benchmark.sweep.plan import SearchDimension, SweepJob, SweepPlan, edges, paired_variant, sweeps_dir
 from benchmark.sweep.studies import MethodStudies, claim, open_storage, plan_studies, recover_interrupted, study_progress
 from benchmark.sweep.worker import Interrupted, Worker
 
@@ -108,6 +108,17 @@ def test_a_plan_variant_changes_only_what_it_states(tmp_path: Path) -> None:
     assert variant.study_name("tucker", 0.5) != base.study_name("tucker", 0.5)  # its own study, never mixed
     with pytest.raises(ValueError, match="no plan 'strong' for synthetic.*variants of synthetic: stronger"):
         SweepPlan.load("synthetic", plan_dir, variant="strong")
+    # paired_with names another variant the leaderboard pairs this one with; it changes no study.
+    (plan_dir / "synthetic" / "longer.yaml").write_text(yaml.safe_dump({"methods": ["tucker"], "paired_with": "stronger"}))
+    longer = SweepPlan.load("synthetic", plan_dir, variant="longer")
+    assert longer.study_name("tucker", 0.5) == base.study_name("tucker", 0.5)
+    assert paired_variant("synthetic", "longer", plan_dir) == "stronger" and paired_variant("synthetic", "stronger", plan_dir) is None
+    (plan_dir / "synthetic" / "typo.yaml").write_text(yaml.safe_dump({"paired_with": "strongr"}))
+    with pytest.raises(ValueError, match="paired_with 'strongr' is not another plan of synthetic; variants of synthetic: "
+                                         "longer, stronger, typo"):
+        SweepPlan.load("synthetic", plan_dir, variant="typo")
+    with pytest.raises(ValueError, match="paired_with belongs to a plan variant"):
+        load_plan(write_plan(tmp_path / "main_plan", paired_with="stronger"))
 
 
 def test_a_plan_variant_writes_its_records_apart(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -9,19 +9,22 @@ from ..records import FINAL, SEARCH, read_records
 from .plots import draw_plots, draw_validation_curves
 from .inputs import mixed_caches_line, mixed_machines_line
 from .markdown import board_markdown, summary_markdown
-from .tables import REFERENCE_DIR, Reference, method_rows, summary_table, table_name, write_csv
+from .tables import MAIN_BOARD, REFERENCE_DIR, Reference, method_rows, summary_table, table_name, write_csv
 
 
 def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINAL,), plots: bool = True,
-                      reference_dir: Path = REFERENCE_DIR, main_runs_dir: Path | None = None) -> tuple[list[Path], list[str]]:
+                      reference_dir: Path = REFERENCE_DIR, main_runs_dir: Path | None = None,
+                      main_name: str = MAIN_BOARD) -> tuple[list[Path], list[str]]:
     """Write every CSV (and plot) of the leaderboard; return the files written and the notices
     (broken or duplicate records skipped, configurations superseded, feature caches or machines mixed). ``main_runs_dir``: the main
-    board's records, which a plan variant's tables are paired with (:func:`method_rows`)."""
+    board's records, which a plan variant's tables are paired with (:func:`method_rows`); ``main_name``
+    names them in the tables where another variant's records stand in for the main board's."""
     records = read_records(runs_dir, jobs)
     reference = Reference.read(reference_dir)
     main_runs = read_records(main_runs_dir, jobs).runs if main_runs_dir is not None else []
-    tables, chosen_runs, notices = method_rows(records.runs, reference, main_runs)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    tables, chosen_runs, notices = method_rows(records.runs, reference, main_runs, main_name)
+    if tables:
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, table in sorted(tables.items()):
         path = out_dir / f"{table_name(*key)}.csv"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .tables import TableKey, table_name
+from .tables import TableKey, paired_with, table_name
 
 AUTHORSHIP = "Written by `make leaderboard` from the records; rebuilt, never edited."
 
@@ -103,7 +103,7 @@ def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str], pr
     paper = "paper_test_err_mean" in table.columns
     header = ["rank", "method", "layers", "test error % (std)", "vs STL, points (95% interval)", "splits won vs STL",
               "vs DMTL, points (95% interval)", "splits won vs DMTL"]
-    header += ["vs the main board's run, points (95% interval)", "splits lower than it"] if variant else []
+    header += [f"vs {paired_with(table)}'s run, points (95% interval)", "splits lower than it"] if variant else []
     header += ["paper error % (std)", "ours - paper, points"] if paper else []
     header += ["lambda", "hidden", "note"]
     lines = [f"# {table_name(*key)}", "", AUTHORSHIP + " Test error: the mean over the tasks; mean (std) over the "

@@ -32,7 +32,7 @@ import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
 from ..records import RunRecord, parse_flattening_weight_key
-from .tables import TableKey, table_key, table_name
+from .tables import TableKey, paired_with, table_key, table_name
 
 
 def _method_order(table: pd.DataFrame) -> list[str]:
@@ -144,8 +144,9 @@ def _vs_main(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure |
     _forest(axes, paired, "vs_main", list(range(len(paired))), "beats_main")
     axes.set_yticks(range(len(paired)), labels)
     axes.invert_yaxis()
-    axes.set(xlabel="test error minus the main board's, points (95% interval over shared splits)",
-             title=f"{name}: against the main board (splits won beside each interval)")
+    board = paired_with(table)
+    axes.set(xlabel=f"test error minus {board}'s, points (95% interval over shared splits)",
+             title=f"{name}: against {board} (splits won beside each interval)")
     return figure
 
 

@@ -34,6 +34,7 @@ from ..records import PROTOCOL_VERSION, RunRecord, search_edges
 
 DIGITS = 6  # rounding of every number written, so reruns are byte-identical
 REFERENCE_DIR = Path("results/reference")
+MAIN_BOARD = "the main board"  # what a plan variant's rows are paired with, unless another variant stands in
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ def _raw_rows(runs: Sequence[RunRecord], reference: Reference
 
 
 def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]],
-                    earlier: Sequence[tuple[str, list[dict[str, Any]]]] = ()) -> list[tuple[str, str]]:
+                    earlier: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+                    main_name: str = MAIN_BOARD) -> list[tuple[str, str]]:
     """Pair a plan variant's or ablation's rows with the main board's (the same dataset, input and
     splits): each row keeps the main board's errors of its method (``vs_main_*`` columns), and
     every method the variant did not rerun at its ratios comes in with the main board's row, so
@@ -199,7 +201,9 @@ def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]],
 
     ``earlier``: the main board's tables of earlier protocols, newest first, as (variant, rows): a
     method the main table lacks is paired with its run there (a variant rerunning a method whose
-    main run predates the protocol change). Returns those (method, variant) pairs, for a notice.
+    main run predates the protocol change). ``main_name``: what the rows are paired with, in the
+    ``paired_with`` column and the borrowed rows' notes (another variant may stand in for the main
+    board). Returns those (method, variant) pairs, for a notice.
     """
     def by_method(table: list[dict[str, Any]]) -> dict[tuple[float, str], dict[str, Any]]:
         return {(r["train_ratio"], r["method"]): r for r in table if "_errors_by_seed" in r}
@@ -207,6 +211,7 @@ def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]],
     sources = [("", by_method(main))] + [(variant, by_method(table)) for variant, table in earlier]
     from_earlier: list[tuple[str, str]] = []
     for row in rows:
+        row["paired_with"] = main_name
         found = next(((variant, table[row["train_ratio"], row["method"]]) for variant, table in sources
                       if (row["train_ratio"], row["method"]) in table), None)
         if found is not None and "_errors_by_seed" in row:
@@ -217,8 +222,8 @@ def _pair_with_main(rows: list[dict[str, Any]], main: list[dict[str, Any]],
     present = {(r["train_ratio"], r["method"]) for r in rows}
     for counterpart in sorted(main, key=lambda r: (r["train_ratio"], r["method"])):
         if counterpart["train_ratio"] in ratios and (counterpart["train_ratio"], counterpart["method"]) not in present:
-            note = counterpart.get("note")
-            rows.append({**counterpart, "note": f"{note}; the main board's run" if note else "the main board's run"})
+            note, borrowed = counterpart.get("note"), f"{main_name}'s run"
+            rows.append({**counterpart, "paired_with": main_name, "note": f"{note}; {borrowed}" if note else borrowed})
     return from_earlier
 
 
@@ -244,13 +249,15 @@ def _main_table(main_rows: dict[TableKey, list[dict[str, Any]]], key: TableKey) 
     return max(earlier, key=lambda key: int(key[2].removeprefix("protocol")), default=None)
 
 
-def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), main_runs: Sequence[RunRecord] = ()
-                ) -> tuple[dict[TableKey, pd.DataFrame], dict[TableKey, list[RunRecord]], list[str]]:
+def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), main_runs: Sequence[RunRecord] = (),
+                main_name: str = MAIN_BOARD) -> tuple[dict[TableKey, pd.DataFrame], dict[TableKey, list[RunRecord]], list[str]]:
     """Per table: one row per train ratio and method, the runs behind the rows, notices.
 
     ``main_runs``: the main board's records, for the tables of a plan variant or an ablation read
     from another folder: each of their rows is paired with the same method's row there (the
     ``vs_main_*`` columns), and every method it did not rerun gets the main board's row.
+    ``main_name`` names those records in the tables (another variant's, e.g. the same weighting
+    at its shorter budget, may stand in for the main board's).
     """
     rows, chosen_runs, notices = _raw_rows(runs, reference)
     if main_runs:
@@ -258,13 +265,14 @@ def method_rows(runs: Sequence[RunRecord], reference: Reference = Reference(), m
         for key, table_rows in rows.items():
             main_key = _main_table(main_rows, key)
             if main_key is None:
-                notices.append(f"{table_name(*key)}: the main board has no table of {key[0]} {key[1]}: nothing to pair with")
+                notices.append(f"{table_name(*key)}: {main_name} has no table of {key[0]} {key[1]}: nothing to pair with")
                 continue
             if main_key[2] != (key[2] if key[2].startswith("protocol") else ""):
-                notices.append(f"{table_name(*key)}: paired with the main board's {main_key[2]} records (it has no "
+                notices.append(f"{table_name(*key)}: paired with {main_name}'s {main_key[2]} records (it has no "
                                "table of this protocol)")
-            for method, variant in _pair_with_main(table_rows, main_rows[main_key], _earlier_tables(main_rows, main_key)):
-                notices.append(f"{table_name(*key)}: {method} paired with the main board's {variant} run (it has "
+            for method, variant in _pair_with_main(table_rows, main_rows[main_key], _earlier_tables(main_rows, main_key),
+                                                   main_name):
+                notices.append(f"{table_name(*key)}: {method} paired with {main_name}'s {variant} run (it has "
                                "none of this protocol)")
     return {key: _rank(pd.DataFrame(value)) for key, value in rows.items()}, dict(chosen_runs), notices
 
@@ -331,6 +339,13 @@ def _lead(table: pd.DataFrame) -> None:
         table.at[best, "lead_clear"] = bool(interval is not None and interval[2] < 0)
 
 
+def paired_with(table: pd.DataFrame) -> str:
+    """What a variant's table is paired with (its ``vs_main_*`` columns): the main board, or the
+    variant its plan names."""
+    named = table["paired_with"].dropna() if "paired_with" in table else ()
+    return str(named.iloc[0]) if len(named) else MAIN_BOARD
+
+
 def _against_main(table: pd.DataFrame) -> None:
     """Columns ``vs_main_pts``, ``vs_main_ci95`` and ``beats_main``: each row against the same
     method on the main board, paired by split (a plan variant's or a layering's effect)."""
@@ -358,10 +373,12 @@ def _rank(table: pd.DataFrame) -> pd.DataFrame:
         _against(table, baseline)
     _lead(table)
     _against_main(table)
+    if "paired_with" not in table:
+        table["paired_with"] = None
     first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
              "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "vs_stl_pts", "vs_stl_ci95", "beats_stl",
              "vs_dmtl_pts", "vs_dmtl_ci95", "beats_dmtl", "lead_ci95", "lead_clear", "vs_main_pts", "vs_main_ci95",
-             "beats_main", "val_err_mean", "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
+             "beats_main", "paired_with", "val_err_mean", "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
     tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
     ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
     if ordered["paper_test_err_mean"].isna().all():
@@ -369,7 +386,7 @@ def _rank(table: pd.DataFrame) -> pd.DataFrame:
     if ordered["steps"].isna().all():  # records written before runs counted their steps
         ordered = ordered.drop(columns=["steps"])
     if ordered["vs_main_ci95"].eq("").all():  # the main board itself, or a variant with nothing to pair
-        ordered = ordered.drop(columns=["vs_main_pts", "vs_main_ci95", "beats_main"])
+        ordered = ordered.drop(columns=["vs_main_pts", "vs_main_ci95", "beats_main", "paired_with"])
     return ordered.reset_index(drop=True)
 
 

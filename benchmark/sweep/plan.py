@@ -34,7 +34,7 @@ from ..records import PROTOCOL_VERSION, edge_of, search_edges, write_json_atomic
 
 SWEEP_KEYS = (
     "methods", "trials", "search_seeds", "search_seeds_by_ratio", "final_seeds", "search", "method_search", "sampler", "protocol",
-    "method_protocol", "method_params", "pruner", "launcher",
+    "method_protocol", "method_params", "pruner", "launcher", "paired_with",
 )
 SAMPLER_KEYS = ("n_startup_trials",)
 SEARCHED_FIELDS = ("lam", "hidden", "lr")
@@ -52,6 +52,14 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     for key, value in override.items():
         merged[key] = _merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) else value
     return merged
+
+
+def paired_variant(dataset: str, variant: str, directory: Path | None = None) -> str | None:
+    """The other variant of ``dataset`` that ``variant``'s plan names in ``paired_with``: its
+    leaderboard pairs each method with that variant's run as well as with the main board's (the
+    same weighting at another budget, say). None where the plan names none or no such plan exists."""
+    plan_file = (directory or sweeps_dir()) / dataset / f"{variant}.yaml"
+    return _read_yaml(plan_file).get("paired_with") if plan_file.exists() else None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -163,6 +171,13 @@ class SweepPlan:
                 raise ValueError(f"no plan {variant!r} for {name} ({variant_file}); "
                                  f"variants of {name}: {', '.join(known) or 'none'}")
             values = _merge(values, _read_yaml(variant_file))
+            paired = values.get("paired_with")
+            if paired is not None and (paired == variant or not (directory / name / f"{paired}.yaml").exists()):
+                raise ValueError(f"{variant_file}: paired_with {paired!r} is not another plan of {name}; "
+                                 f"variants of {name}: {', '.join(sorted(p.stem for p in (directory / name).glob('*.yaml')))}")
+        elif values.get("paired_with") is not None:
+            raise ValueError("paired_with belongs to a plan variant (sweeps/<dataset>/<variant>.yaml): it names "
+                             "another variant its leaderboard is also paired with")
         method_list = methods or values.get("methods", "all")
         if method_list == "all":  # the baselines first, then by name
             chosen = tuple(sorted(method_names(), key=lambda m: not method_class(m).reference))
