@@ -226,9 +226,43 @@ def test_paired_intervals_against_stl_and_dmtl_and_a_clear_winner_in_bold(tmp_pa
     assert "| 27.60 (1.82) | 32.00 (1.58) | **22.00 (1.58)** | tucker (vs dmtl -6.28..-4.92 pts) |" in markdown
     # The table's own markdown: display names, each difference with its interval, the verdict.
     board = (tmp_path / "board" / "synthetic.md").read_text()
-    assert "| 1 | Tucker | all | 22.00 (1.58) | -10.00 (-10.00..-10.00) | 5/5 | -5.60 (-6.28..-4.92) | 5/5 | 0.1 | 32 |" in board
-    assert "| 2 | DMTL | all | 27.60 (1.82) | -4.40 (-5.08..-3.72) | 5/5 |  |  | 0.1 | 32 |" in board
+    assert "| 1 | Tucker | all | 22.00 (1.58) | -10.00 (-10.00..-10.00) † | 5/5 | -5.60 (-6.28..-4.92) † | 5/5 | 0.1 | 32 |" in board
+    assert "| 2 | DMTL | all | 27.60 (1.82) | -4.40 (-5.08..-3.72) † | 5/5 |  |  | 0.1 | 32 |" in board
     assert "Best: **Tucker**, its lead over DMTL clear (-6.28..-4.92 points, 95% interval)." in board
+
+
+def test_holm_adjusts_a_ratios_comparisons_against_one_baseline_and_the_dagger_marks_what_stands(tmp_path: Path) -> None:
+    """Each row's paired t-test p against STL, and Holm's adjustment over the ratio's comparisons:
+    a difference whose interval excludes 0 alone may not stand among several."""
+    from scipy import stats
+
+    from benchmark.board.tables import holm_adjusted
+
+    # Holm by hand: sorted 0.005 x 4, 0.01 x 3, 0.03 x 2, 0.04 x 1, made non-decreasing.
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == [0.03, 0.06, 0.06, 0.02]
+    assert holm_adjusted([0.5, 0.9]) == [1.0, 1.0] and holm_adjusted([]) == []
+    root = tmp_path / "runs"
+    stl = {1: 0.30, 2: 0.32, 3: 0.34, 4: 0.31, 5: 0.33}
+    changes = {"tucker": (-0.04, -0.05, -0.04, -0.05, -0.04),  # clear on its own and among three
+               "tt": (-0.010, -0.030, 0.000, -0.020, -0.015),  # its interval excludes 0; Holm's x2 does not hold it
+               "laf": (0.02, -0.03, 0.01, -0.01, 0.0)}  # no difference
+    for seed, error in stl.items():
+        write(root, "m", make_record("stl", seed, {"a": error}))
+        for method, change in changes.items():
+            write(root, "m", make_record(method, seed, {"a": error + change[seed - 1]}))
+    build_leaderboard(root, tmp_path / "board", plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv").set_index("method")
+    raw = {m: stats.ttest_rel([stl[s] + c[s - 1] for s in stl], list(stl.values())).pvalue for m, c in changes.items()}
+    for method in changes:
+        assert float(table.loc[method, "vs_stl_p"]) == pytest.approx(raw[method], abs=1e-6)
+    assert raw["tt"] < 0.05 and float(table.loc["tt", "vs_stl_ci95"].split("..")[1]) < 0  # excludes 0 alone
+    expected = holm_adjusted([raw[m] for m in changes])
+    assert [float(table.loc[m, "vs_stl_holm"]) for m in changes] == [pytest.approx(p, abs=1e-6) for p in expected]
+    assert float(table.loc["tt", "vs_stl_holm"]) >= 0.05 > float(table.loc["tucker", "vs_stl_holm"])
+    board = (tmp_path / "board" / "synthetic.md").read_text()
+    assert f"| {table.loc['tucker', 'vs_stl_pts']:+.2f} ({table.loc['tucker', 'vs_stl_ci95']}) † |" in board
+    assert f"| {table.loc['tt', 'vs_stl_pts']:+.2f} ({table.loc['tt', 'vs_stl_ci95']}) |" in board
+    assert "†: the difference stands after Holm's correction" in board
 
 
 def test_protocols_and_layerings_are_never_mixed_in_one_table(tmp_path: Path) -> None:

@@ -304,13 +304,45 @@ def paired_interval(errors: dict[int, float], reference: dict[int, float] | None
     return round(mean, DIGITS - 2), round(mean - half, DIGITS - 2), round(mean + half, DIGITS - 2)
 
 
+def paired_p_value(errors: dict[int, float], reference: dict[int, float] | None) -> float | None:
+    """Two-sided p-value of the paired t-test behind :func:`paired_interval` (its 95% interval
+    excludes 0 exactly where p < 0.05); None with fewer than two seeds in common."""
+    from scipy import stats
+
+    shared = sorted(set(errors) & set(reference or {}))
+    if len(shared) < 2:
+        return None
+    differences = [errors[s] - reference[s] for s in shared]  # type: ignore[index]
+    n = len(differences)
+    mean = sum(differences) / n
+    spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    if spread == 0:  # the same difference on every split: certain, or no difference at all
+        return 0.0 if mean != 0 else 1.0
+    return round(float(2 * stats.t.sf(abs(mean) / (spread / math.sqrt(n)), n - 1)), DIGITS)
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979): the k-th smallest is
+    multiplied by (m - k + 1), then made non-decreasing. An adjusted p < 0.05 holds the
+    family-wise error at 5% under any dependence between the tests, which the comparisons of a
+    ratio's methods against one STL (or DMTL) have: they share its runs."""
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for k, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - k) * p_values[index]))
+        adjusted[index] = round(running, DIGITS)
+    return adjusted
+
+
 def _interval_text(interval: tuple[float, float, float] | None) -> str:
     return "" if interval is None else f"{interval[1]:+.2f}..{interval[2]:+.2f}"
 
 
 def _against(table: pd.DataFrame, method: str) -> None:
-    """Columns ``vs_<method>_pts`` (mean paired difference, points), ``vs_<method>_ci95`` and
-    ``beats_<method>`` (splits won) for every row but the method's own."""
+    """Columns ``vs_<method>_pts`` (mean paired difference, points), ``vs_<method>_ci95``,
+    ``vs_<method>_p`` (its paired t-test), ``vs_<method>_holm`` (that p adjusted over the
+    ratio's comparisons against ``method``, :func:`holm_adjusted`) and ``beats_<method>`` (splits
+    won) for every row but the method's own."""
     own = table["method"] == method
     reference = table[own].set_index("train_ratio")["_errors_by_seed"].to_dict()
     intervals = [
@@ -319,6 +351,14 @@ def _against(table: pd.DataFrame, method: str) -> None:
     ]
     table[f"vs_{method}_pts"] = [math.nan if i is None else i[0] for i in intervals]
     table[f"vs_{method}_ci95"] = [_interval_text(i) for i in intervals]
+    table[f"vs_{method}_p"] = [
+        math.nan if is_own or not isinstance(errors, dict) else paired_p_value(errors, reference.get(ratio))
+        for errors, ratio, is_own in zip(table["_errors_by_seed"], table["train_ratio"], own)
+    ]
+    table[f"vs_{method}_p"] = table[f"vs_{method}_p"].astype(float)
+    table[f"vs_{method}_holm"] = math.nan
+    for _, part in table[f"vs_{method}_p"].dropna().groupby(table["train_ratio"]):
+        table.loc[part.index, f"vs_{method}_holm"] = holm_adjusted(list(part))
     table[f"beats_{method}"] = [
         "" if is_own or not isinstance(errors, dict) else _wins(errors, reference.get(ratio))
         for errors, ratio, is_own in zip(table["_errors_by_seed"], table["train_ratio"], own)
@@ -376,8 +416,8 @@ def _rank(table: pd.DataFrame) -> pd.DataFrame:
     if "paired_with" not in table:
         table["paired_with"] = None
     first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
-             "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "vs_stl_pts", "vs_stl_ci95", "beats_stl",
-             "vs_dmtl_pts", "vs_dmtl_ci95", "beats_dmtl", "lead_ci95", "lead_clear", "vs_main_pts", "vs_main_ci95",
+             "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "vs_stl_pts", "vs_stl_ci95", "vs_stl_p",
+             "vs_stl_holm", "beats_stl", "vs_dmtl_pts", "vs_dmtl_ci95", "vs_dmtl_p", "vs_dmtl_holm", "beats_dmtl", "lead_ci95", "lead_clear", "vs_main_pts", "vs_main_ci95",
              "beats_main", "paired_with", "val_err_mean", "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
     tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
     ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
