@@ -61,8 +61,8 @@ def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
 
 def _difference(row: pd.Series, against: str) -> str:
     """"-3.38 (-5.54..-1.21)": the mean paired difference in points with its 95% interval, and a
-    dagger where the difference stands after Holm's correction over the ratio's comparisons
-    against the same baseline."""
+    dagger where the difference stands after Holm's correction over the ratio's comparisons in
+    its column."""
     points, interval = row.get(f"vs_{against}_pts"), row.get(f"vs_{against}_ci95")
     if points is None or (isinstance(points, float) and math.isnan(points)):
         return ""
@@ -113,8 +113,8 @@ def board_markdown(key: TableKey, table: pd.DataFrame, names: dict[str, str], pr
     lines = [f"# {table_name(*key)}", "", AUTHORSHIP + " Test error: the mean over the tasks; mean (std) over the "
              "final splits. Differences are paired by split (a seed is the same split for every method): "
              "negative means fewer errors, and the interval is a 95% t-interval over the shared splits. "
-             "†: the difference stands after Holm's correction over all of the ratio's comparisons against "
-             "that baseline (family-wise error 5%; they share the baseline's runs, which Holm allows)."
+             "†: the difference stands after Holm's correction over all of the ratio's comparisons in its "
+             "column (family-wise error 5%; they share the baseline's runs, which Holm allows)."
              + (" Lambda \"-\": nothing in the method's loss is weighted by it (not searched)."
                 if (table["lam"].isna() & table["test_err_mean"].notna()).any() else ""), ""]
     lines += [provenance, ""] if provenance else []

@@ -338,31 +338,34 @@ def _interval_text(interval: tuple[float, float, float] | None) -> str:
     return "" if interval is None else f"{interval[1]:+.2f}..{interval[2]:+.2f}"
 
 
+Pair = tuple[dict[int, float], dict[int, float] | None]  # a row's errors by seed and its reference's
+
+
+def _paired_columns(table: pd.DataFrame, name: str, pairs: Sequence[Pair | None]) -> None:
+    """Columns ``vs_<name>_pts`` (mean paired difference, points), ``vs_<name>_ci95``,
+    ``vs_<name>_p`` (its paired t-test), ``vs_<name>_holm`` (that p adjusted over the ratio's
+    comparisons against the same reference, :func:`holm_adjusted`) and ``beats_<name>`` (splits
+    won), from each row's (errors, reference errors) or None where the row has nothing to pair."""
+    intervals = [None if pair is None else paired_interval(*pair) for pair in pairs]
+    table[f"vs_{name}_pts"] = [math.nan if i is None else i[0] for i in intervals]
+    table[f"vs_{name}_ci95"] = [_interval_text(i) for i in intervals]
+    p_values = [None if pair is None else paired_p_value(*pair) for pair in pairs]
+    table[f"vs_{name}_p"] = pd.Series([math.nan if p is None else p for p in p_values], index=table.index, dtype=float)
+    table[f"vs_{name}_holm"] = math.nan
+    for _, part in table[f"vs_{name}_p"].dropna().groupby(table["train_ratio"]):
+        table.loc[part.index, f"vs_{name}_holm"] = holm_adjusted(list(part))
+    table[f"beats_{name}"] = ["" if pair is None else _wins(*pair) for pair in pairs]
+
+
 def _against(table: pd.DataFrame, method: str) -> None:
-    """Columns ``vs_<method>_pts`` (mean paired difference, points), ``vs_<method>_ci95``,
-    ``vs_<method>_p`` (its paired t-test), ``vs_<method>_holm`` (that p adjusted over the
-    ratio's comparisons against ``method``, :func:`holm_adjusted`) and ``beats_<method>`` (splits
-    won) for every row but the method's own."""
+    """The paired columns (:func:`_paired_columns`) of every row but ``method``'s own against
+    ``method``'s row of the same train ratio."""
     own = table["method"] == method
     reference = table[own].set_index("train_ratio")["_errors_by_seed"].to_dict()
-    intervals = [
-        None if is_own or not isinstance(errors, dict) else paired_interval(errors, reference.get(ratio))
+    _paired_columns(table, method, [
+        None if is_own or not isinstance(errors, dict) else (errors, reference.get(ratio))
         for errors, ratio, is_own in zip(table["_errors_by_seed"], table["train_ratio"], own)
-    ]
-    table[f"vs_{method}_pts"] = [math.nan if i is None else i[0] for i in intervals]
-    table[f"vs_{method}_ci95"] = [_interval_text(i) for i in intervals]
-    table[f"vs_{method}_p"] = [
-        math.nan if is_own or not isinstance(errors, dict) else paired_p_value(errors, reference.get(ratio))
-        for errors, ratio, is_own in zip(table["_errors_by_seed"], table["train_ratio"], own)
-    ]
-    table[f"vs_{method}_p"] = table[f"vs_{method}_p"].astype(float)
-    table[f"vs_{method}_holm"] = math.nan
-    for _, part in table[f"vs_{method}_p"].dropna().groupby(table["train_ratio"]):
-        table.loc[part.index, f"vs_{method}_holm"] = holm_adjusted(list(part))
-    table[f"beats_{method}"] = [
-        "" if is_own or not isinstance(errors, dict) else _wins(errors, reference.get(ratio))
-        for errors, ratio, is_own in zip(table["_errors_by_seed"], table["train_ratio"], own)
-    ]
+    ])
 
 
 def _lead(table: pd.DataFrame) -> None:
@@ -387,15 +390,12 @@ def paired_with(table: pd.DataFrame) -> str:
 
 
 def _against_main(table: pd.DataFrame) -> None:
-    """Columns ``vs_main_pts``, ``vs_main_ci95`` and ``beats_main``: each row against the same
-    method on the main board, paired by split (a plan variant's or a layering's effect)."""
+    """The paired columns (:func:`_paired_columns`, ``vs_main_*``, ``beats_main``) of each row
+    against the same method on the main board, paired by split (a plan variant's or a layering's
+    effect)."""
     main = table["_main_errors_by_seed"] if "_main_errors_by_seed" in table else pd.Series([None] * len(table), index=table.index)
-    pairs = [(errors, reference) if isinstance(errors, dict) and isinstance(reference, dict) else None
-             for errors, reference in zip(table["_errors_by_seed"], main)]
-    intervals = [None if pair is None else paired_interval(*pair) for pair in pairs]
-    table["vs_main_pts"] = [math.nan if i is None else i[0] for i in intervals]
-    table["vs_main_ci95"] = [_interval_text(i) for i in intervals]
-    table["beats_main"] = ["" if pair is None else _wins(*pair) for pair in pairs]
+    _paired_columns(table, "main", [(errors, reference) if isinstance(errors, dict) and isinstance(reference, dict) else None
+                                    for errors, reference in zip(table["_errors_by_seed"], main)])
 
 
 def _rank(table: pd.DataFrame) -> pd.DataFrame:
@@ -418,7 +418,7 @@ def _rank(table: pd.DataFrame) -> pd.DataFrame:
     first = ["dataset", "features", "train_ratio", "rank", "method", "layers", "n_runs", "seeds", "lam", "hidden",
              "at_edge", "steps", "test_err_mean", "test_err_std", "vs_stl_pct", "vs_stl_pts", "vs_stl_ci95", "vs_stl_p",
              "vs_stl_holm", "beats_stl", "vs_dmtl_pts", "vs_dmtl_ci95", "vs_dmtl_p", "vs_dmtl_holm", "beats_dmtl", "lead_ci95", "lead_clear", "vs_main_pts", "vs_main_ci95",
-             "beats_main", "paired_with", "val_err_mean", "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
+             "vs_main_p", "vs_main_holm", "beats_main", "paired_with", "val_err_mean", "paper_test_err_mean", "paper_test_err_std", "vs_paper_pts"]
     tasks = sorted(c for c in table.columns if c.startswith("test_err/"))
     ordered = table[[*first, *tasks, "note"]].sort_values(["train_ratio", "rank", "method"], kind="stable", na_position="last")
     if ordered["paper_test_err_mean"].isna().all():
@@ -426,7 +426,7 @@ def _rank(table: pd.DataFrame) -> pd.DataFrame:
     if ordered["steps"].isna().all():  # records written before runs counted their steps
         ordered = ordered.drop(columns=["steps"])
     if ordered["vs_main_ci95"].eq("").all():  # the main board itself, or a variant with nothing to pair
-        ordered = ordered.drop(columns=["vs_main_pts", "vs_main_ci95", "beats_main", "paired_with"])
+        ordered = ordered.drop(columns=["vs_main_pts", "vs_main_ci95", "vs_main_p", "vs_main_holm", "beats_main", "paired_with"])
     return ordered.reset_index(drop=True)
 
 
