@@ -95,14 +95,17 @@ def _bounds(intervals: pd.Series) -> pd.DataFrame:
 def _forest(axes: plt.Axes, rows: pd.DataFrame, column: str, positions: list[int], wins: str) -> None:
     """Paired differences in points (``<column>_pts``) with their 95% intervals (``<column>_ci95``)
     at ``positions``: blue where the interval lies below 0 (fewer errors), red above, grey across
-    it (no difference shown); the splits won (column ``wins``) beside each interval."""
+    it (no difference shown); the splits won (column ``wins``) beside each interval, with a dagger
+    where the difference stands Holm's correction (``<column>_holm`` < 0.05)."""
     bounds = _bounds(rows[f"{column}_ci95"])
-    for position, centre, low, high, won in zip(positions, rows[f"{column}_pts"].astype(float), bounds["low"],
-                                                bounds["high"], rows[wins]):
+    holm = rows[f"{column}_holm"].astype(float) if f"{column}_holm" in rows else pd.Series(float("nan"), index=rows.index)
+    for position, centre, low, high, won, adjusted in zip(positions, rows[f"{column}_pts"].astype(float), bounds["low"],
+                                                          bounds["high"], rows[wins], holm):
         colour = "tab:blue" if high < 0 else "tab:red" if low > 0 else "grey"
         axes.errorbar([centre], [position], xerr=[[centre - low], [high - centre]], fmt="o", color=colour, capsize=3)
-        if isinstance(won, str) and won:
-            axes.annotate(won, (high, position), xytext=(6, 0), textcoords="offset points", va="center",
+        label = (won if isinstance(won, str) else "") + (" †" if adjusted < 0.05 else "")
+        if label.strip():
+            axes.annotate(label.strip(), (high, position), xytext=(6, 0), textcoords="offset points", va="center",
                           fontsize="x-small", color="dimgrey")
     axes.axvline(0.0, color="black", linewidth=0.8)
 
@@ -129,7 +132,8 @@ def _vs_stl_intervals(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt
     axes_row[0][0].set_yticks(range(len(order)), order)
     axes_row[0][0].set_ylim(len(order) - 0.5, -0.5)
     figure.suptitle(f"{name}: against STL on the same splits (95% interval; splits won beside it)\n"
-                    "blue: fewer errors than STL, interval below 0; grey: the interval contains 0", y=1.02)
+                    "blue: fewer errors than STL, interval below 0; grey: the interval contains 0; "
+                    "†: stands Holm's correction over the ratio's comparisons", y=1.02)
     return figure
 
 
@@ -146,7 +150,7 @@ def _vs_main(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure |
     axes.invert_yaxis()
     board = paired_with(table)
     axes.set(xlabel=f"test error minus {board}'s, points (95% interval over shared splits)",
-             title=f"{name}: against {board} (splits won beside each interval)")
+             title=f"{name}: against {board} (splits won beside each interval; †: stands Holm)")
     return figure
 
 
