@@ -255,9 +255,12 @@ def _variant_leaderboards(args: argparse.Namespace) -> int:
     from .board.tables import MAIN_BOARD
     from .sweep.plan import paired_variant, sweeps_dir
 
-    if not args.variants.is_dir() or not args.runs.is_dir():
-        missing = args.variants if not args.variants.is_dir() else args.runs
-        print(f"mtlbench leaderboard: no records at {missing} (run `make sweep` first)", file=sys.stderr)
+    if not args.variants.is_dir():  # no variant run yet: nothing to tabulate, nothing wrong
+        print(f"mtlbench leaderboard: no plan variants' records at {args.variants}")
+        return 0
+    if not args.runs.is_dir():
+        print(f"mtlbench leaderboard: no run records at {args.runs} to pair the variants with (run `make sweep` first)",
+              file=sys.stderr)
         return 2
     plans = {f"{f.parent.name}_{f.stem}": (f.parent.name, f.stem) for f in sweeps_dir().glob("*/*.yaml")}
     for folder in sorted(p for p in args.variants.iterdir() if p.is_dir()):

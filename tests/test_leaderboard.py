@@ -492,3 +492,5 @@ def test_make_leaderboard_tabulates_each_variant_and_pairs_it_with_the_variant_i
     assert "vs the main board's run" in (board / "synthetic_short" / "synthetic.md").read_text()
     assert not (board / "synthetic_short" / "vs_long").exists() and not (board / "synthetic_unfinished").exists()
     assert "synthetic_unfinished: no records of job(s) final yet, no table" in capsys.readouterr().out
+    # A fresh board with no variant run yet: `make leaderboard` must not fail on it.
+    assert main(["leaderboard", "--runs", str(main_runs), "--variants", str(tmp_path / "none"), "--out", str(board)]) == 0
