@@ -265,6 +265,33 @@ def test_holm_adjusts_a_ratios_comparisons_against_one_baseline_and_the_dagger_m
     assert "†: the difference stands after Holm's correction" in board
 
 
+def test_every_pair_of_methods_is_compared_once_by_split_with_holm_over_the_ratios_pairs(tmp_path: Path) -> None:
+    """<table>_pairwise.csv: the comparisons the tables leave out (second against third, say), each
+    pair once, the better ranked first, Holm over the ratio's pairs; the figure draws them."""
+    from benchmark.board.tables import holm_adjusted, paired_interval, paired_p_value
+
+    root = tmp_path / "runs"
+    errors = {"stl": (0.30, 0.32, 0.34), "dmtl": (0.25, 0.28, 0.30), "tucker": (0.20, 0.21, 0.22)}
+    for method, values in errors.items():
+        for seed, error in enumerate(values, start=1):
+            write(root, "m", make_record(method, seed, {"a": error}))
+    write(root, "m", make_record("tt", 1, {"a": 0.5}, ratio=0.1))  # alone at its ratio: no pair
+    written, _ = build_leaderboard(root, tmp_path / "board")
+    assert tmp_path / "board" / "synthetic_pairwise.png" in written
+    pairs = pd.read_csv(tmp_path / "board" / "synthetic_pairwise.csv")
+    assert list(zip(pairs["method"], pairs["other"])) == [("tucker", "dmtl"), ("tucker", "stl"), ("dmtl", "stl")]
+    assert set(pairs["train_ratio"]) == {0.5}
+    by_seed = {m: dict(enumerate(v, start=1)) for m, v in errors.items()}
+    expected_p = [paired_p_value(by_seed[a], by_seed[b]) for a, b in zip(pairs["method"], pairs["other"])]
+    # dmtl - stl: -5, -4, -4 points; tucker - dmtl: -5, -7, -8.
+    assert float(pairs.loc[2, "diff_pts"]) == exactly(-4.3333) and pairs.loc[0, "diff_pts"] == exactly(-6.6667)
+    assert pairs.loc[2, "ci95"] == "-5.77..-2.90" == "{:+.2f}..{:+.2f}".format(*paired_interval(by_seed["dmtl"], by_seed["stl"])[1:])
+    assert list(pairs["holm"]) == [pytest.approx(p, abs=1e-6) for p in holm_adjusted(expected_p)]
+    assert list(pairs["wins"]) == ["3/3", "3/3", "3/3"]
+    # The working column of errors by seed never reaches a CSV.
+    assert "_errors_by_seed" not in pd.read_csv(tmp_path / "board" / "synthetic.csv").columns
+
+
 def test_protocols_and_layerings_are_never_mixed_in_one_table(tmp_path: Path) -> None:
     """Old-protocol records (no version) and ablation records each get a table of their own."""
     root = tmp_path / "runs"

@@ -3,7 +3,8 @@
 The README's results and results/README.md are written by hand from the tables `make leaderboard`
 writes; a figure copied before the records changed (a rerun, a method added to a board) would
 stay behind unnoticed. An interval "lo..hi" is specific enough to identify its row: each one
-quoted must appear in a table under results/, as written or negated (the Omniglot tables quote
+quoted must appear in a table under results/ (a markdown table, or a leaderboard's pairwise
+comparisons), as written or negated (the Omniglot tables quote
 accuracy, the leaderboards error).
 """
 
@@ -29,6 +30,7 @@ def _intervals(text: str) -> set[tuple[float, float]]:
 
 def _table_intervals() -> set[tuple[float, float]]:
     tables = [p for p in (REPO / "results").rglob("*.md") if p.name != "README.md"]
+    tables += list((REPO / "results" / "leaderboard").rglob("*_pairwise.csv"))  # every pair of methods
     found = set().union(*(_intervals(p.read_text()) for p in tables))
     return found | {(-hi, -lo) for lo, hi in found}
 

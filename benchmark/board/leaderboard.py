@@ -9,7 +9,8 @@ from ..records import FINAL, SEARCH, read_records
 from .plots import draw_plots, draw_validation_curves
 from .inputs import mixed_caches_line, mixed_machines_line
 from .markdown import board_markdown, summary_markdown
-from .tables import MAIN_BOARD, REFERENCE_DIR, Reference, method_rows, summary_table, table_name, write_csv
+from .tables import (MAIN_BOARD, REFERENCE_DIR, Reference, method_rows, pairwise_differences, summary_table, table_name,
+                     write_csv)
 
 
 def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINAL,), plots: bool = True,
@@ -29,6 +30,10 @@ def build_leaderboard(runs_dir: Path, out_dir: Path, jobs: Iterable[str] = (FINA
     for key, table in sorted(tables.items()):
         path = out_dir / f"{table_name(*key)}.csv"
         write_csv(table, path)
+        pairwise = pairwise_differences(table)
+        if not pairwise.empty:
+            write_csv(pairwise, out_dir / f"{table_name(*key)}_pairwise.csv")
+            written.append(out_dir / f"{table_name(*key)}_pairwise.csv")
         markdown = path.with_suffix(".md")
         provenance = [line for line in (mixed_caches_line(chosen_runs[key]), mixed_machines_line(chosen_runs[key])) if line]
         notices += [f"{table_name(*key)}: {line}" for line in provenance]

@@ -5,6 +5,7 @@ std over seeds; one panel per train ratio, the single-task mean dashed);
 ``<name>_vs_stl.png`` change of error against STL, methods x train ratios (blue: better);
 ``<name>_vs_stl_ci.png`` the paired difference to STL in points with its 95% interval, a panel per
 train ratio; ``<name>_vs_main.png`` (a plan variant's tables) the same against the main board;
+``<name>_pairwise.png`` every pair of methods per train ratio, row minus column with Holm's dagger;
 ``<name>_lambda.png`` validation error of every completed sweep trial against lambda, one panel per
 method; ``<name>_gttn_weights.png``
 the learned flattening weights of the GTTN methods that learn them; ``<name>_sharing.png``
@@ -32,7 +33,7 @@ import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
 from ..records import RunRecord, parse_flattening_weight_key
-from .tables import TableKey, paired_with, table_key, table_name
+from .tables import TableKey, paired_with, pairwise_differences, table_key, table_name
 
 
 def _method_order(table: pd.DataFrame) -> list[str]:
@@ -154,6 +155,40 @@ def _vs_main(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure |
     return figure
 
 
+def _pairwise(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure | None:
+    """Every pair of methods at each train ratio, paired by split: the row's test error minus the
+    column's (methods in rank order, so every cell is >= 0 in mean), a dagger where the difference
+    stands Holm's correction over the ratio's pairs, bold where its 95% interval excludes 0."""
+    pairs = pairwise_differences(table)
+    if pairs.empty:
+        return None
+    ratios = sorted(pairs["train_ratio"].unique())
+    size = max(pairs.groupby("train_ratio")["method"].nunique()) + 1
+    figure, axes_row = plt.subplots(1, len(ratios), figsize=(1.5 + 0.55 * size * len(ratios), 1.0 + 0.45 * size), squeeze=False)
+    for axes, ratio in zip(axes_row[0], ratios):
+        part = pairs[pairs["train_ratio"] == ratio]
+        order = list(dict.fromkeys([*part["method"], *part["other"]]))  # rank order: each better one first
+        order.sort(key=lambda m: list(table[table["train_ratio"] == ratio].sort_values("rank")["method"]).index(m))
+        matrix = pd.DataFrame(float("nan"), index=order, columns=order)
+        labels = pd.DataFrame("", index=order, columns=order)
+        for row in part.itertuples():
+            matrix.loc[row.other, row.method] = -row.diff_pts  # the worse-ranked row minus the better column
+            labels.loc[row.other, row.method] = f"{-row.diff_pts:+.2f}" + ("†" if row.holm < 0.05 else "")
+        sns.heatmap(matrix.iloc[1:, :-1], annot=labels.iloc[1:, :-1], fmt="", cmap="Reds", vmin=0, linewidths=0.5,
+                    annot_kws={"fontsize": "xx-small"}, cbar=False, ax=axes)
+        excludes = {(row.other, row.method) for row in part.itertuples()
+                    if float(row.ci95.split("..")[0]) > 0 or float(row.ci95.split("..")[1]) < 0}
+        for text in axes.texts:  # bold where the interval alone excludes 0
+            x, y = text.get_position()
+            if (order[1:][int(y)], order[:-1][int(x)]) in excludes:
+                text.set_fontweight("bold")
+        axes.set(title=f"train ratio {ratio:g}", xlabel="", ylabel="")
+        axes.grid(False)
+    figure.suptitle(f"{name}: row minus column, test error points, paired by split\n"
+                    "bold: 95% interval excludes 0; †: stands Holm's correction over all pairs of the ratio", y=1.02)
+    return figure
+
+
 def _lambda(name: str, table: pd.DataFrame, trials: pd.DataFrame) -> plt.Figure | None:
     if trials.empty:
         return None
@@ -257,6 +292,7 @@ PLOTS: dict[str, tuple[str, Callable[[str, pd.DataFrame, pd.DataFrame], plt.Figu
     "vs_stl": ("runs", _vs_stl),
     "vs_stl_ci": ("runs", _vs_stl_intervals),
     "vs_main": ("runs", _vs_main),
+    "pairwise": ("runs", _pairwise),
     "lambda": ("trials", _lambda),
     "gttn_weights": ("weights", _gttn_weights),
     "sharing": ("sharing", _sharing),
