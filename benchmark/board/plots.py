@@ -167,8 +167,9 @@ def _pairwise(name: str, table: pd.DataFrame, runs: pd.DataFrame) -> plt.Figure 
     figure, axes_row = plt.subplots(1, len(ratios), figsize=(1.5 + 0.55 * size * len(ratios), 1.0 + 0.45 * size), squeeze=False)
     for axes, ratio in zip(axes_row[0], ratios):
         part = pairs[pairs["train_ratio"] == ratio]
-        order = list(dict.fromkeys([*part["method"], *part["other"]]))  # rank order: each better one first
-        order.sort(key=lambda m: list(table[table["train_ratio"] == ratio].sort_values("rank")["method"]).index(m))
+        compared = {*part["method"], *part["other"]}
+        ranked = table[table["train_ratio"] == ratio].sort_values(["rank", "method"], kind="stable")["method"]
+        order = [m for m in ranked if m in compared]  # as pairwise_differences orders each pair: the better first
         matrix = pd.DataFrame(float("nan"), index=order, columns=order)
         labels = pd.DataFrame("", index=order, columns=order)
         for row in part.itertuples():
