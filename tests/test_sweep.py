@@ -320,6 +320,27 @@ def test_a_run_time_is_measured_at_its_ratio_or_scaled_from_the_largest_one_run(
         "(studies: 1 from their own runs, 2 from the method's runs in other studies, 3 at the others' mean)")
 
 
+def test_a_run_time_follows_the_hidden_sizes_the_study_will_use() -> None:
+    """A plan that widens the hidden range is projected at the new sizes, on the power law the
+    recorded sizes follow, not at the old sizes' mean."""
+    from benchmark.sweep.cost import expected_run_seconds
+
+    runs = [(0.5, 128, 100.0), (0.5, 256, 400.0), (0.5, 256, 400.0), (0.3, 128, 50.0)]
+    assert expected_run_seconds(runs, 0.5, None) == (300.0, True)  # no sizes given: the runs as they are
+    assert expected_run_seconds(runs, 0.5, [128, 256]) == (300.0, True)  # sizes all run: as often as they were
+    # 128 -> 256 took 4x: seconds ~ hidden^2, so 512 and 1024 units cost 1600 and 6400 s, each size as often.
+    assert expected_run_seconds(runs, 0.5, [512, 1024]) == pytest.approx((4000.0, True))
+    assert expected_run_seconds(runs, 0.5, [64, 128, 256, 512]) == pytest.approx(((25 + 100 + 400 + 1600) / 4, True))
+    assert expected_run_seconds(runs, 0.3, [128]) == pytest.approx((50.0, True))
+    assert expected_run_seconds(runs, 0.1, [128]) == pytest.approx((60.0, False))  # 300 s x 0.1 / 0.5
+    assert expected_run_seconds(runs, 0.1, [512]) == pytest.approx((320.0, False))  # 1600 s x 0.1 / 0.5
+    # The exponent is kept in [0, 3]; with one size measured there is nothing to scale by.
+    steep = [(0.5, 128, 1.0), (0.5, 256, 100.0)]
+    assert expected_run_seconds(steep, 0.5, [512])[0] == pytest.approx(100.0 * 8)
+    assert expected_run_seconds([(0.5, 128, 100.0)], 0.5, [1024]) == (100.0, True)
+    assert expected_run_seconds([], 0.5, [128]) is None
+
+
 def _search_trials(plan: SweepPlan, url: str) -> dict[str, list[tuple]]:
     return {s.method: [(t.number, t.state, t.params, t.value) for t in s.search_study().get_trials()]
             for s in studies_of(plan, url)}
