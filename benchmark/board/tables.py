@@ -287,19 +287,28 @@ def _wins(errors: dict[int, float], reference: dict[int, float] | None) -> str:
     return f"{sum(errors[s] < reference[s] for s in shared)}/{len(shared)}" if shared else ""
 
 
-def paired_interval(errors: dict[int, float], reference: dict[int, float] | None) -> tuple[float, float, float] | None:
-    """Mean paired difference ``errors - reference`` in percentage points over the seeds both
-    have, with its 95% t-interval (a seed is a split, the same data for both methods); None with
-    fewer than two seeds in common. Five splits give t = 2.78: wide, and honest about it."""
-    from scipy import stats
-
+def _paired_differences(errors: dict[int, float], reference: dict[int, float] | None) -> tuple[int, float, float] | None:
+    """(n, mean, sd) of ``errors - reference`` in percentage points over the seeds both have;
+    None with fewer than two in common."""
     shared = sorted(set(errors) & set(reference or {}))
     if len(shared) < 2:
         return None
     differences = [100 * (errors[s] - reference[s]) for s in shared]  # type: ignore[index]
     n = len(differences)
     mean = sum(differences) / n
-    spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    return n, mean, math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+
+
+def paired_interval(errors: dict[int, float], reference: dict[int, float] | None) -> tuple[float, float, float] | None:
+    """Mean paired difference ``errors - reference`` in percentage points over the seeds both
+    have, with its 95% t-interval (a seed is a split, the same data for both methods); None with
+    fewer than two seeds in common. Five splits give t = 2.78: wide, and honest about it."""
+    from scipy import stats
+
+    summary = _paired_differences(errors, reference)
+    if summary is None:
+        return None
+    n, mean, spread = summary
     half = float(stats.t.ppf(0.975, n - 1)) * spread / math.sqrt(n)
     return round(mean, DIGITS - 2), round(mean - half, DIGITS - 2), round(mean + half, DIGITS - 2)
 
@@ -309,13 +318,10 @@ def paired_p_value(errors: dict[int, float], reference: dict[int, float] | None)
     excludes 0 exactly where p < 0.05); None with fewer than two seeds in common."""
     from scipy import stats
 
-    shared = sorted(set(errors) & set(reference or {}))
-    if len(shared) < 2:
+    summary = _paired_differences(errors, reference)
+    if summary is None:
         return None
-    differences = [errors[s] - reference[s] for s in shared]  # type: ignore[index]
-    n = len(differences)
-    mean = sum(differences) / n
-    spread = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    n, mean, spread = summary
     if spread == 0:  # the same difference on every split: certain, or no difference at all
         return 0.0 if mean != 0 else 1.0
     return round(float(2 * stats.t.sf(abs(mean) / (spread / math.sqrt(n)), n - 1)), DIGITS)
