@@ -36,7 +36,7 @@ install: $(BIN)/python ## create .venv and install the suite with its test and o
 test: ## run the test suite
 	WANDB_MODE=disabled $(BIN)/python -m pytest
 
-test-fast: ## the tests not marked slow (about 2 minutes): the development lane
+test-fast: ## the tests not marked slow (about 4 minutes): the development lane
 	WANDB_MODE=disabled $(BIN)/python -m pytest -m "not slow"
 
 data: ## download (where a URL exists), verify and report a dataset: DATASET= DATA_DIR=
