@@ -54,6 +54,11 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+def _variants_of(directory: Path, dataset: str) -> list[str]:
+    """The names of ``dataset``'s plan variants (``<directory>/<dataset>/<variant>.yaml``)."""
+    return sorted(p.stem for p in (directory / dataset).glob("*.yaml"))
+
+
 def paired_variant(dataset: str, variant: str, directory: Path | None = None) -> str | None:
     """The other variant of ``dataset`` that ``variant``'s plan names in ``paired_with``: its
     leaderboard pairs each method with that variant's run as well as with the main board's (the
@@ -167,14 +172,13 @@ class SweepPlan:
         if variant:
             variant_file = directory / name / f"{variant}.yaml"
             if not variant_file.exists():
-                known = sorted(p.stem for p in (directory / name).glob("*.yaml"))
                 raise ValueError(f"no plan {variant!r} for {name} ({variant_file}); "
-                                 f"variants of {name}: {', '.join(known) or 'none'}")
+                                 f"variants of {name}: {', '.join(_variants_of(directory, name)) or 'none'}")
             values = _merge(values, _read_yaml(variant_file))
             paired = values.get("paired_with")
             if paired is not None and (paired == variant or not (directory / name / f"{paired}.yaml").exists()):
                 raise ValueError(f"{variant_file}: paired_with {paired!r} is not another plan of {name}; "
-                                 f"variants of {name}: {', '.join(sorted(p.stem for p in (directory / name).glob('*.yaml')))}")
+                                 f"variants of {name}: {', '.join(_variants_of(directory, name))}")
         elif values.get("paired_with") is not None:
             raise ValueError("paired_with belongs to a plan variant (sweeps/<dataset>/<variant>.yaml): it names "
                              "another variant its leaderboard is also paired with")
