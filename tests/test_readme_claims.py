@@ -28,11 +28,15 @@ def _intervals(text: str) -> set[tuple[float, float]]:
     return {(_canonical(lo), _canonical(hi)) for lo, hi in INTERVAL.findall(text)}
 
 
+def _with_negations(intervals: set[tuple[float, float]]) -> set[tuple[float, float]]:
+    """The intervals as given and negated: an accuracy table's -hi..-lo is an error's lo..hi."""
+    return intervals | {(-hi, -lo) for lo, hi in intervals}
+
+
 def _table_intervals() -> set[tuple[float, float]]:
     tables = [p for p in (REPO / "results").rglob("*.md") if p.name != "README.md"]
     tables += list((REPO / "results" / "leaderboard").rglob("*_pairwise.csv"))  # every pair of methods
-    found = set().union(*(_intervals(p.read_text()) for p in tables))
-    return found | {(-hi, -lo) for lo, hi in found}
+    return _with_negations(set().union(*(_intervals(p.read_text()) for p in tables)))
 
 
 def stale_intervals(text: str, tables: set[tuple[float, float]]) -> list[str]:
@@ -52,8 +56,7 @@ def test_every_quoted_interval_is_in_a_committed_table(document: str) -> None:
 def test_the_check_finds_a_stale_interval_and_accepts_a_negated_or_signed_zero_one() -> None:
     """The check is not vacuous: a figure one digit off is reported, an accuracy table's negation
     and a -0.00 for +0.00 are not."""
-    tables = _intervals("| TT | -0.96 (-1.29..-0.63) | LAF | -0.07 (-0.15..+0.00) |")
-    tables |= {(-hi, -lo) for lo, hi in tables}
+    tables = _with_negations(_intervals("| TT | -0.96 (-1.29..-0.63) | LAF | -0.07 (-0.15..+0.00) |"))
     text = "TT -0.96 (-1.29..-0.63), LAF +0.07 (-0.00..+0.15), GTTN-a -0.52 (-1.02..-0.04)."
     assert stale_intervals(text, tables) == ["-1.02..-0.04 in '...TT -0.96 (-1.29..-0.63), LAF +0.07 (-0.00..+0.15), GTTN-a -0.52 (-1.02..-0.04'"]
     assert len(_intervals((REPO / "README.md").read_text())) >= 5  # the README does quote intervals
