@@ -51,8 +51,10 @@ def runs(tmp_path: Path) -> Path:
         write(root, "machine-a", make_record("stl", seed, {"a": a, "b": b}))  # means 0.30, 0.32, 0.34
     write(root, "machine-a", make_record("tucker", 1, {"a": 0.18, "b": 0.22}))  # 0.20
     write(root, "machine-b", make_record("tucker", 2, {"a": 0.22, "b": 0.26}))  # 0.24
+    write(root, "machine-b", make_record("tucker", 3, {"a": 0.20, "b": 0.24}))  # 0.22
     write(root, "machine-b", make_record("gttn_var", 1, {"a": 0.25, "b": 0.25}))
     write(root, "machine-c", make_record("gttn_var", 2, {"a": 0.20, "b": 0.30}))
+    write(root, "machine-c", make_record("gttn_var", 3, {"a": 0.25, "b": 0.25}))
     write(root, "machine-c", make_record("gttn_var", 1, {"a": 0.25, "b": 0.25}) | {"run_id": "copied"})  # same run twice
     # A configuration of tucker with worse validation error: superseded, whatever its test error.
     write(root, "machine-c", make_record("tucker", 1, {"a": 0.01, "b": 0.01}, lam=3.0, val_acc=0.5))
@@ -77,18 +79,18 @@ def test_csv_values_are_exact(runs: Path, tmp_path: Path) -> None:
     assert half.loc["stl", "test_err_mean"] == exactly(0.32)
     assert half.loc["stl", "test_err_std"] == exactly(0.02)  # sample std of 0.30, 0.32, 0.34
     assert half.loc["tucker", "test_err_mean"] == exactly(0.22)
-    assert half.loc["tucker", "test_err_std"] == exactly(math.sqrt(0.0008))
+    assert half.loc["tucker", "test_err_std"] == exactly(0.02)
     assert half.loc["gttn_var", "test_err_mean"] == exactly(0.25)
     assert half.loc["gttn_var", "test_err_std"] == exactly(0.0)
     assert list(half["rank"]) == [1, 2, 3]
     assert half.loc["tucker", "vs_stl_pct"] == exactly(-31.25)
     assert half.loc["gttn_var", "vs_stl_pct"] == exactly(-21.875)
     assert half.loc["stl", "vs_stl_pct"] == 0
-    assert half.loc["tucker", "beats_stl"] == "2/2" and pd.isna(half.loc["stl", "beats_stl"])
-    assert list(half["n_runs"]) == [2, 2, 3] and half.loc["stl", "seeds"] == "1 2 3"
+    assert half.loc["tucker", "beats_stl"] == "3/3" and pd.isna(half.loc["stl", "beats_stl"])
+    assert list(half["n_runs"]) == [3, 3, 3] and half.loc["stl", "seeds"] == "1 2 3"
     assert half.loc["tucker", "lam"] == 0.1  # the lam=3.0 configuration lost on validation
-    assert half.loc["gttn_var", "test_err/a"] == exactly(0.225)
-    assert half.loc["gttn_var", "test_err/b"] == exactly(0.275)
+    assert half.loc["gttn_var", "test_err/a"] == exactly(0.7 / 3)
+    assert half.loc["gttn_var", "test_err/b"] == exactly(0.8 / 3)
     tenth = table[table["train_ratio"] == 0.1].set_index("method")
     assert list(tenth["rank"]) == [1, 2] and tenth.loc["tucker", "test_err_mean"] == exactly(0.45)
     assert math.isnan(tenth.loc["tucker", "test_err_std"])  # one run: no std
@@ -101,9 +103,9 @@ def test_csv_values_are_exact(runs: Path, tmp_path: Path) -> None:
     assert list(summary.columns) == ["table", "train_ratio", "gttn_var", "stl", "tucker"]
     assert len(summary) == 3
     markdown = (tmp_path / "board" / "summary.md").read_text()
-    # Tucker leads gttn_var by 3 points on 2 shared splits (5 and 1): t(1) = 12.7 makes that a tie.
-    assert ("| synthetic | 0.5 | 25.00 (0.00) | 32.00 (2.00) | 22.00 (2.83) | tied (tucker vs gttn_var "
-            "-28.41..+22.41 pts) |") in markdown
+    # Tucker leads gttn_var by 3 points on 3 shared splits (5, 1 and 3): t(2) = 4.30 makes that a tie.
+    assert ("| synthetic | 0.5 | 25.00 (0.00) | 32.00 (2.00) | 22.00 (2.00) | tied (tucker vs gttn_var "
+            "-7.97..+1.97 pts) |") in markdown
 
 
 def test_broken_duplicate_and_superseded_records_are_reported(runs: Path, tmp_path: Path) -> None:
@@ -159,7 +161,7 @@ def test_command_draws_the_plots_and_reports_broken_records(runs: Path, tmp_path
     out = tmp_path / "board"
     assert main(["leaderboard", "--runs", str(runs), "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "truncated.json" in captured.err and "22.00 (2.83) | tied (tucker vs gttn_var" in captured.out
+    assert "truncated.json" in captured.err and "22.00 (2.00) | tied (tucker vs gttn_var" in captured.out
     for name in ("synthetic_errors", "synthetic_vs_stl", "synthetic_vs_stl_ci", "synthetic_lambda", "synthetic_gttn_weights",
                  "synthetic_sharing", "omniglot_errors", "omniglot_vs_paper"):
         with Image.open(out / f"{name}.png") as image:
@@ -383,6 +385,44 @@ def test_a_variant_that_reruns_stl_alone_is_the_main_board_against_its_stl(tmp_p
     assert table.loc["stl", "rank"] == 1
     # The variant's stl against the main board's: -5, -5, -6 points.
     assert float(table.loc["stl", "vs_main_pts"]) == exactly(-5.3333) and table.loc["stl", "beats_main"] == "3/3"
+
+
+def test_a_row_with_fewer_final_splits_than_its_ratios_others_is_shown_noted_and_not_ranked(tmp_path: Path) -> None:
+    """A plan variant's rerun part-way through its finals (LAF-i at 1 of 3 splits) stands in for
+    the main board's full row: its partial mean is shown and paired where it can be, but it is
+    neither ranked among the full means nor the leader, and the tables say how far it got."""
+    main, variant = tmp_path / "runs", tmp_path / "variant"
+    for seed, (stl, dmtl, laf_i) in enumerate(((0.30, 0.25, 0.27), (0.32, 0.26, 0.28), (0.34, 0.30, 0.29)), start=1):
+        write(main, "m", make_record("stl", seed, {"a": stl}))
+        write(main, "m", make_record("dmtl", seed, {"a": dmtl}))
+        write(main, "m", make_record("laf_i", seed, {"a": laf_i}))
+    write(variant, "m", make_record("laf_i", 1, {"a": 0.10}, hidden=512))  # the lowest mean, over one split
+    build_leaderboard(variant, tmp_path / "board", main_runs_dir=main, plots=False)
+    table = pd.read_csv(tmp_path / "board" / "synthetic.csv").set_index("method")
+    assert table.loc["laf_i", "n_runs"] == 1 and table.loc["laf_i", "test_err_mean"] == exactly(0.10)
+    assert pd.isna(table.loc["laf_i", "rank"]) and table.loc["laf_i", "note"] == "1 of 3 final splits: not ranked"
+    assert table.loc["dmtl", "rank"] == 1 and table.loc["stl", "rank"] == 2
+    assert list(table.index) == ["dmtl", "stl", "laf_i"]  # the ranked first
+    assert table.loc["laf_i", "beats_stl"] == "1/1"  # paired on the one shared split
+    assert table.loc["dmtl", "lead_ci95"].startswith("vs stl ")  # the lead is over a full row
+    board = (tmp_path / "board" / "synthetic.md").read_text()
+    assert "|  | LAF-i | all | 10.00 |" in board and "1 of 3 final splits: not ranked |" in board
+    assert "Best: **DMTL**, its lead over STL clear" in board
+    summary = (tmp_path / "board" / "summary.md").read_text()
+    assert "| 10.00 [1/3 splits] |" in summary and "**10.00" not in summary
+    # The same on a main board whose sweep is still running a method's finals; once they are all
+    # in, the row is ranked and the note is gone.
+    write(tmp_path / "running", "m", make_record("stl", 1, {"a": 0.30}))
+    write(tmp_path / "running", "m", make_record("stl", 2, {"a": 0.32}))
+    write(tmp_path / "running", "m", make_record("tucker", 1, {"a": 0.20}))
+    build_leaderboard(tmp_path / "running", tmp_path / "running_board", plots=False)
+    running = pd.read_csv(tmp_path / "running_board" / "synthetic.csv").set_index("method")
+    assert pd.isna(running.loc["tucker", "rank"]) and running.loc["stl", "rank"] == 1
+    assert running.loc["tucker", "note"] == "1 of 2 final splits: not ranked"
+    write(tmp_path / "running", "m", make_record("tucker", 2, {"a": 0.22}))
+    build_leaderboard(tmp_path / "running", tmp_path / "running_board", plots=False)
+    running = pd.read_csv(tmp_path / "running_board" / "synthetic.csv").set_index("method")
+    assert running.loc["tucker", "rank"] == 1 and pd.isna(running.loc["tucker", "note"])
 
 
 def test_equal_methods_are_listed_once_and_a_choice_at_the_edge_is_flagged(tmp_path: Path) -> None:

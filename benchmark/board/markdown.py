@@ -30,6 +30,12 @@ def _leader(part: pd.DataFrame) -> pd.Series | None:
     return first.sort_values("method").iloc[0] if not first.empty else None
 
 
+def _partial(row: pd.Series, part: pd.DataFrame) -> str:
+    """" [3/5 splits]" after a row with fewer final splits than its ratio's fullest (not ranked)."""
+    fullest = part["n_runs"].max()
+    return f" [{int(row['n_runs'])}/{int(fullest)} splits]" if row["n_runs"] < fullest else ""
+
+
 def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
     """Mean test error % (std) per dataset and method. The best of a row is in bold only where
     its paired 95% interval against the runner-up excludes 0; otherwise the row says "tied"."""
@@ -39,7 +45,7 @@ def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
         for ratio, part in table.groupby("train_ratio", sort=True):
             leader = _leader(part)
             clear = _is_clear(leader)
-            best = part["test_err_mean"].min() if clear else math.nan
+            best = leader["test_err_mean"] if clear else math.nan  # type: ignore[index]
             cells = []
             for method in methods:
                 row = part[part["method"] == method]
@@ -50,7 +56,7 @@ def summary_markdown(tables: dict[TableKey, pd.DataFrame]) -> str:
                 if math.isnan(mean):  # a method equal to another: "= tucker"
                     cells.append(str(row["note"].iloc[0]))
                     continue
-                text = _error(mean, std)
+                text = _error(mean, std) + _partial(row.iloc[0], part)
                 cells.append(f"**{text}**" if mean == best else text)
             verdict = "" if leader is None else (
                 f"{leader['method']} ({leader['lead_ci95']} pts)" if clear

@@ -404,14 +404,31 @@ def _against_main(table: pd.DataFrame) -> None:
                                     for errors, reference in zip(table["_errors_by_seed"], main)])
 
 
+def _mark_incomplete(table: pd.DataFrame) -> pd.Series:
+    """Whether each row has as many final splits as the fullest row of its train ratio; the others
+    get a note ("3 of 5 final splits: not ranked") and stay out of the ranking and the lead. Their
+    mean is over fewer splits than their neighbours' (a sweep still running its finals, or a plan
+    variant's rerun part-way), so ranking it among full means would compare different splits; its
+    paired columns stay, since they pair on the shared splits and say how many."""
+    fullest = table.groupby("train_ratio")["n_runs"].transform("max")
+    complete = table["n_runs"] >= fullest  # NaN for the "= m" rows: not ranked either way
+    for index in table.index[table["n_runs"].notna() & ~complete]:
+        partial = f"{int(table.at[index, 'n_runs'])} of {int(fullest[index])} final splits: not ranked"
+        note = table.at[index, "note"]
+        table.at[index, "note"] = f"{partial}; {note}" if isinstance(note, str) and note else partial
+    return complete
+
+
 def _rank(table: pd.DataFrame) -> pd.DataFrame:
     """Rank 1 = lowest mean test error within a train ratio; change against STL in percent; the
     paired difference against STL and against DMTL with its 95% interval and the splits won;
     whether the best's lead over the runner-up is clear; in a table paired with the main board,
     the same against each method's main-board row. Rows of methods equal to another ("= m") have
-    no numbers and no rank."""
+    no numbers and no rank; a row with fewer final splits than its ratio's fullest is shown, noted
+    and not ranked (:func:`_mark_incomplete`)."""
     table = table.reset_index(drop=True)
-    table["rank"] = table.groupby("train_ratio")["test_err_mean"].rank(method="min").astype("Int64")
+    complete = _mark_incomplete(table)
+    table["rank"] = table["test_err_mean"].where(complete).groupby(table["train_ratio"]).rank(method="min").astype("Int64")
     stl = table[table["method"] == "stl"].set_index("train_ratio")
     reference = table["train_ratio"].map(stl["test_err_mean"])
     table["vs_stl_pct"] = (100 * (table["test_err_mean"] - reference) / reference).round(DIGITS - 2)
