@@ -250,6 +250,22 @@ def test_matmul_route_gives_way_where_it_stalls(matrix: torch.Tensor) -> None:
     assert value == pytest.approx(_reference(matrix)[0], rel=1e-5, abs=1e-7)
 
 
+def test_auto_takes_the_matmul_route_on_cuda_tensors_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The selection on its own, since no GPU runs this suite: a CUDA tensor takes the matrix
+    products under ``auto``, a CPU tensor the eigen-decomposition; a forced route wins either way."""
+    from types import SimpleNamespace
+
+    from benchmark.norms.trace_norm import _matmul_route, trace_norm_route
+
+    on_gpu, on_cpu = SimpleNamespace(is_cuda=True), torch.randn(4, 3)
+    monkeypatch.delenv("BENCHMARK_TRACE_NORM_ROUTE", raising=False)
+    assert _matmul_route(on_gpu) and not _matmul_route(on_cpu)
+    with trace_norm_route("eigh"):
+        assert not _matmul_route(on_gpu)
+    monkeypatch.setenv("BENCHMARK_TRACE_NORM_ROUTE", "matmul")
+    assert _matmul_route(on_cpu)
+
+
 def test_an_unknown_route_names_the_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCHMARK_TRACE_NORM_ROUTE", "fast")
     with pytest.raises(ValueError, match="valid: auto, matmul, eigh"):
