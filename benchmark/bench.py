@@ -623,9 +623,11 @@ def summary_markdown(tables: dict[str, pd.DataFrame], settings: str) -> str:
                 "about as much as the Gram products again. On this CPU the eigen-decomposition of the "
                 "1536 x 1536 Gram matrix alone costs more than its product, so 2 + (eigen / floor) is the "
                 "bound for any exact Gram route here; the rest is the float64 accumulation and the "
-                "flattening copies. Sharing one Gram matrix between the flattenings of a tensor (their "
-                "Grams are partial traces of one larger Gram) would save part of the products, not the "
-                "eigen-decompositions; it is not implemented."
+                "flattening copies. One Gram matrix shared by the three flattenings (their Grams are "
+                "partial traces of one larger Gram, benchmark/norms/mode_gram.py) saves part of the "
+                "products, not the eigen-decompositions; it serves the float64 regime late in training "
+                "(the section on trained tensors below), not these initial weights, whose flattenings "
+                "take the float32 route."
             )
         lines += ["", *_markdown_table(norms, [
             ("shape", "shape", ""), ("regulariser", "regulariser", ""), ("ours s", "ours_s", ".4f"),
