@@ -564,6 +564,30 @@ def test_an_interrupted_wandb_run_is_tagged_not_failed(tmp_path: Path, monkeypat
     assert failed["exit_code"] == 1 and failed["summary"]["status"] == "ValueError"
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_signal_stops_a_worker_at_its_next_stop_point_not_where_it_lands(stop: signal.Signals, monkeypatch) -> None:
+    """A worker's signal is raised at its stop points, never inside the code it lands in (a
+    library holding a lock that the trial's re-queue needs next); the same stop arriving twice at
+    once is still deferred, a second one later raises at once."""
+    from benchmark.sweep.worker import interrupts_deferred, stop_point
+
+    before = signal.getsignal(stop)
+    with interrupts_deferred():
+        stop_point()  # nothing asked yet
+        os.kill(os.getpid(), stop)
+        time.sleep(0.05)  # the handler has run here, and raised nothing
+        with pytest.raises(Interrupted, match=stop.name):
+            stop_point()
+        os.kill(os.getpid(), signal.SIGTERM)  # the same stop again at once (the parent forwarding it): noted
+        time.sleep(0.05)
+        monkeypatch.setattr("benchmark.sweep.worker.REPEAT_STOP_S", 0.0)
+        with pytest.raises(Interrupted, match=stop.name):
+            os.kill(os.getpid(), stop)  # asked again later (a second Ctrl-C): at once
+            time.sleep(0.05)
+    assert signal.getsignal(stop) is before
+    stop_point()  # the request ends with the worker: a later one starts clean
+
+
 def test_storage_and_config_errors_name_what_is_wrong(tmp_path: Path, capsys) -> None:
     plan_dir = write_plan(tmp_path / "plans")
     assert main([*sweep_args(tmp_path, plan_dir)[:3], "--storage", "foo://x", "--out", str(tmp_path / "runs")]) == 2
@@ -580,7 +604,8 @@ def test_storage_and_config_errors_name_what_is_wrong(tmp_path: Path, capsys) ->
 
 
 def _mtlbench(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    # PYTHONFAULTHANDLER: a process that hangs is sent SIGABRT and prints where each thread was.
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([sys.executable, "-m", "benchmark", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
@@ -621,8 +646,13 @@ def _sweep_stopped_mid_trial(tmp_path: Path, stop: signal.Signals) -> tuple[Swee
     try:
         process.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        process.kill()
-        raise AssertionError(f"the sweep did not exit within 120 s of {stop.name}:\n{process.communicate()[0]}") from None
+        process.send_signal(signal.SIGABRT)  # the faulthandler's tracebacks say where it hangs
+        try:
+            output = process.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output = process.communicate()[0]
+        raise AssertionError(f"the sweep did not exit within 120 s of {stop.name}:\n{output}") from None
     return plan, url, process
 
 

@@ -4,8 +4,8 @@ prints the result.
 With one worker and no GPU list the trials run in this process; otherwise each worker is its own
 process, started with the path of the resolved job (:class:`~benchmark.sweep.plan.SweepJob`, a
 JSON file beside the worker logs in ``results/logs/``), and this process watches the storage and
-draws the progress bar. Either way, Ctrl-C or SIGTERM re-queues the running trials and the same
-command continues later.
+draws the progress bar. Either way, Ctrl-C or SIGTERM re-queues the running trials (each worker
+stops after the batch it is on) and the same command continues later.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ class SweepWorkerJob:
         import torch
 
         torch.set_num_threads(threads)
-        from .worker import raise_interrupted, run_spawned_worker
+        from .worker import request_stop, run_spawned_worker
 
         requeue_signal = signal.SIGUSR2
         submitit_handler = signal.getsignal(requeue_signal)
@@ -85,7 +85,7 @@ class SweepWorkerJob:
 
         def requeue_trial_first(signum: int, frame: Any) -> None:
             caught.append((signum, frame))
-            raise_interrupted(signum, frame)
+            request_stop(signum, frame)
 
         signal.signal(requeue_signal, requeue_trial_first)
         code = run_spawned_worker(Path(job_file), index)

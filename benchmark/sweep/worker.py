@@ -2,7 +2,8 @@
 
 Each trial trains through :func:`benchmark.train.train`, which writes its record; a pruned or
 failed trial writes a record too (:mod:`benchmark.records`), so that a storage rebuilt from the
-records knows its position was settled. SIGINT or SIGTERM re-queue the running trial.
+records knows its position was settled. SIGINT or SIGTERM re-queue the running trial, at the
+worker's next stop point (:func:`interrupts_deferred`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,50 @@ class Interrupted(BaseException):
 
 def raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
+
+
+@dataclass
+class _StopRequest:
+    signal_name: str | None = None
+    at: float = 0.0  # time.monotonic() of the first signal
+
+
+_stop_request = _StopRequest()
+# A second signal this long after the first is a user's second Ctrl-C; sooner, it is the same stop
+# arriving twice (Ctrl-C reaches every process of the terminal's group, then the sweep's parent
+# forwards SIGTERM to its workers within milliseconds).
+REPEAT_STOP_S = 1.0
+
+
+def request_stop(signum: int, frame: Any) -> None:
+    """The worker's handler: note the signal; :func:`stop_point` raises it where that is safe. A
+    second one, REPEAT_STOP_S or more later, raises at once: a worker stuck where no stop point
+    comes (extracting features, say) still stops on a second Ctrl-C."""
+    name = signal.Signals(signum).name
+    if _stop_request.signal_name is None:
+        _stop_request.signal_name, _stop_request.at = name, time.monotonic()
+    elif time.monotonic() - _stop_request.at >= REPEAT_STOP_S:
+        raise Interrupted(name)
+
+
+def stop_point() -> None:
+    """Raise :class:`Interrupted` if a signal has asked this worker to stop."""
+    if _stop_request.signal_name is not None:
+        raise Interrupted(_stop_request.signal_name)
+
+
+class StopPoints(L.Callback):
+    """A stop point after every training, validation and test batch: a stopped trial ends within a
+    batch, from code that holds no library's lock."""
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        stop_point()
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        stop_point()
+
+    def on_test_batch_end(self, *args: Any) -> None:
+        stop_point()
 
 
 class RecordNotWritten(BaseException):
@@ -157,6 +202,7 @@ class Worker:
         return "done" if progress.done else "blocked"
 
     def _step(self, studies: MethodStudies) -> str:
+        stop_point()
         search_state = self._step_search(studies)  # a re-queued search trial comes first
         if search_state != "done":
             return search_state
@@ -231,7 +277,7 @@ class Worker:
 
         study_name = trial.study.study_name
         result = train(
-            config, self.job.data_dir, self.out_dir, progress=False, callbacks=callbacks,
+            config, self.job.data_dir, self.out_dir, progress=False, callbacks=[StopPoints(), *callbacks],
             # One group per method and ratio holding its search and its finals (the job type tells
             # them apart), named after the search study; a name that says what ran, unique in a project.
             tracking=Tracking(job_type=job, group=studies.search_name,
@@ -295,21 +341,45 @@ class Worker:
 
 
 @contextmanager
-def interrupts_raised() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Interrupted` inside the body; the old handlers come back after."""
-    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _handled_by(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def interrupts_raised() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the body at once (a sweep's parent,
+    which only waits on its workers); the old handlers come back after."""
+    with _handled_by(raise_interrupted):
+        yield
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM ask the body to stop at its next :func:`stop_point`: before each trial
+    and after every batch of a run (:class:`StopPoints`). Raised from the handler itself, the
+    exception could land inside a library that holds a lock (SQLAlchemy's connection pool while
+    Optuna stores an epoch's report, tqdm's write lock), and the re-queue of the trial that follows
+    would wait on that lock for ever. A one-worker sweep sent SIGTERM mid-trial once hung in a CI
+    run between the signal and the re-queue, where such a wait would be (its stack was not caught;
+    the test now prints it)."""
+    _stop_request.signal_name = None
+    try:
+        with _handled_by(request_stop):
+            yield
+    finally:
+        _stop_request.signal_name = None
 
 
 def run_worker(job: SweepJob, index: int, report: Callable[[str], None] = print,
                after_trial: Callable[[], None] = lambda: None, on_start: Callable[[str], None] = lambda what: None) -> None:
     """Run ``job``'s trials in this process until none is left; SIGINT and SIGTERM re-queue the running one."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with interrupts_raised():
+    with interrupts_deferred():
         Worker(job, index, report, after_trial, on_start).run()
 
 
