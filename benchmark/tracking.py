@@ -89,7 +89,8 @@ def _start_wandb(tracking: Tracking, config: Mapping, tags: Sequence[str]):
             mode = fallbacks[mode]
 
 
-INTERRUPTIONS = ("Interrupted", "KeyboardInterrupt", "SystemExit")  # Ctrl-C, SIGTERM: the run is re-queued
+# Ctrl-C, SIGTERM (raised by a sweep worker's stop point, or by Lightning's loops): the run is re-queued
+INTERRUPTIONS = ("Interrupted", "KeyboardInterrupt", "SystemExit", "SIGTERMException")
 
 
 def _add_tag(run: Any, tag: str) -> None:

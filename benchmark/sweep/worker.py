@@ -273,21 +273,28 @@ class Worker:
 
     def _train(self, config: TrainConfig, trial: optuna.Trial, job: str, callbacks: list[L.Callback],
                studies: MethodStudies, **fields: Any) -> RunResult:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
         from ..train import train  # imports Lightning's trainer stack only where trials run
 
         study_name = trial.study.study_name
-        result = train(
-            config, self.job.data_dir, self.out_dir, progress=False, callbacks=[StopPoints(), *callbacks],
-            # One group per method and ratio holding its search and its finals (the job type tells
-            # them apart), named after the search study; a name that says what ran, unique in a project.
-            tracking=Tracking(job_type=job, group=studies.search_name,
-                              name=f"{run_name(config, job, self.plan.dataset_name)}/t{trial.number}" if job == SEARCH else None),
-            record_fields={"study": study_name, "trial": trial.number, "storage": storage_label(self.storage_url),
-                           # the ranges searched, so a table can flag a choice at their edge
-                           "search_space": {d.name: d.describe() for d in studies.search_space},
-                           "equal_methods": [m for m, same in self.plan.equal_to.items() if same == studies.method],
-                           **fields},
-        )
+        try:
+            result = train(
+                config, self.job.data_dir, self.out_dir, progress=False, callbacks=[StopPoints(), *callbacks],
+                # One group per method and ratio holding its search and its finals (the job type tells
+                # them apart), named after the search study; a name that says what ran, unique in a project.
+                tracking=Tracking(job_type=job, group=studies.search_name,
+                                  name=f"{run_name(config, job, self.plan.dataset_name)}/t{trial.number}" if job == SEARCH else None),
+                record_fields={"study": study_name, "trial": trial.number, "storage": storage_label(self.storage_url),
+                               # the ranges searched, so a table can flag a choice at their edge
+                               "search_space": {d.name: d.describe() for d in studies.search_space},
+                               "equal_methods": [m for m, same in self.plan.equal_to.items() if same == studies.method],
+                               **fields},
+            )
+        except SIGTERMException:
+            # Lightning defers SIGTERM to its loops' own stop points too and raises this there when
+            # one comes before ours: a SystemExit, which would end the sweep with exit code 0.
+            raise Interrupted("SIGTERM") from None
         trial.set_user_attr("record", str(result.path))
         return result
 
