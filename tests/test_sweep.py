@@ -466,6 +466,31 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_others_finish(tmp_p
         (t.state, t.params, t.user_attrs.get("fail_reason")) for t in trials]
 
 
+def test_lightnings_own_sigterm_stop_ends_a_worker_as_interrupted(tmp_path: Path, monkeypatch) -> None:
+    """Lightning defers SIGTERM to its loops' stop points too and raises SIGTERMException there (a
+    SystemExit: left alone, the sweep would exit 0 without a word); the worker takes it as the same
+    stop, its trial queued again and Interrupted raised (exit 130)."""
+    import benchmark.train
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    plan = load_plan(write_plan(tmp_path / "plans", trials=3, methods="stl"))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    original, calls = benchmark.train.train, []
+
+    def stopped_in_the_second_run(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SIGTERMException
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark.train, "train", stopped_in_the_second_run)
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        Worker(job_of(plan, url, tmp_path / "runs"), report=lambda line: None).run()
+    trials = studies_of(plan, url)[0].search_study().get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[2].user_attrs["retry_of"] == 1
+
+
 def test_a_worker_says_what_starts_once_its_trial_is_running(tmp_path: Path) -> None:
     """The single-process sweep redraws its bar when a run starts (``now=...``, ``running=1``),
     not only when it ends: an Omniglot run takes half an hour."""
